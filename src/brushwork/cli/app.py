@@ -1,0 +1,59 @@
+"""The Typer application and the edge where library errors become one-line messages."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import typer
+
+app = typer.Typer(
+    name="brushwork",
+    help="Image style transfer with GANs: train CycleGAN, stylise images, evaluate and compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Errors that are the user's input, not a bug: shown as one line, exit status 2.
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from brushwork.config import ConfigError
+    from brushwork.data.imageio import ImageReadError, ImageWriteError
+    from brushwork.data.unpaired import DatasetError
+    from brushwork.registry import RegistryError
+    from brushwork.release import ReleaseError
+    from brushwork.training.checkpoint import CheckpointError
+    from brushwork.training.trainer import RunFolderError
+
+    return (
+        ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
+        CheckpointError, RunFolderError, *USER_ERRORS,
+    )  # fmt: skip
+
+
+def setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, show_time=False, rich_tracebacks=False)],
+        force=True,
+    )
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", module="torch.utils.tensorboard")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

@@ -1,0 +1,190 @@
+"""Reading and writing images faithfully.
+
+Every reader goes through :func:`read_image`, which turns whatever Pillow can open into 8-bit RGB
+(with EXIF orientation applied, palette and grayscale expanded, 16-bit and float data scaled,
+CMYK converted through its ICC profile when it has one) and keeps the alpha channel and ICC
+profile aside so that a writer can carry them through.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from brushwork.utils.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga",
+)  # fmt: skip
+
+# Large photos are legitimate input for a stylisation tool; keep Pillow's bomb check but raise it.
+Image.MAX_IMAGE_PIXELS = 400_000_000
+
+
+class ImageReadError(ValueError):
+    """An image file could not be read; the message names the file and the reason."""
+
+
+class ImageWriteError(OSError):
+    """An image could not be written; the message names the path and the reason."""
+
+
+@dataclass
+class LoadedImage:
+    """An image as 8-bit RGB plus what a faithful writer needs to restore."""
+
+    rgb: Image.Image  # mode "RGB"
+    alpha: Image.Image | None  # mode "L", when the source had transparency
+    icc_profile: bytes | None
+    source_mode: str
+    source_format: str | None
+    frames: int = 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.size
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path, *, recursive: bool = False) -> list[Path]:
+    """Image files under ``folder``, sorted by path; hidden files are skipped."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p
+        for p in folder.glob(pattern)
+        if p.is_file() and is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """16-bit / 32-bit integer or float pixel data -> uint8, preserving the full range."""
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        peak = 1.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 255.0
+        return np.clip(np.nan_to_num(arr) / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    # Integer data: 16-bit PNG/TIFF arrive as I;16 or I (int32). Anything above 255 is 16-bit.
+    peak = 65535.0 if int(arr.max(initial=0)) > 255 or arr.dtype == np.uint16 else 255.0
+    return np.clip(arr.astype(np.float64) / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _cmyk_to_rgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            dst = ImageCms.createProfile("sRGB")
+            return ImageCms.profileToProfile(img, src, dst, outputMode="RGB")
+        except Exception:  # a broken profile: fall back to the plain formula below
+            log.debug("ICC conversion of a CMYK image failed; using the naive conversion")
+    return img.convert("RGB")
+
+
+def _to_rgb(img: Image.Image, icc: bytes | None) -> tuple[Image.Image, Image.Image | None]:
+    mode = img.mode
+    if mode == "RGB":
+        return img, None
+    if mode == "CMYK":
+        return _cmyk_to_rgb(img, icc), None
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        return rgba.convert("RGB"), rgba.getchannel("A")
+    if mode == "P":
+        if "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            return rgba.convert("RGB"), rgba.getchannel("A")
+        return img.convert("RGB"), None
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        gray = _scale_to_uint8(np.asarray(img))
+        return Image.fromarray(gray, mode="L").convert("RGB"), None
+    if mode in ("1", "L"):
+        return img.convert("RGB"), None
+    return img.convert("RGB"), None  # YCbCr, LAB, HSV and other modes Pillow can convert
+
+
+def read_image(path: Path | str) -> LoadedImage:
+    """Read ``path`` as 8-bit RGB; raise :class:`ImageReadError` naming the file on any failure."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageReadError(f"{path}: is a folder, not an image file")
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: file is empty (0 bytes)")
+        with Image.open(path) as opened:
+            frames = int(getattr(opened, "n_frames", 1) or 1)
+            if frames > 1:
+                opened.seek(0)
+                warnings.warn(f"{path}: has {frames} frames; using the first", stacklevel=2)
+            fmt = opened.format
+            opened.load()  # decode now so truncated files fail here, not later
+            icc = opened.info.get("icc_profile")
+            img = ImageOps.exif_transpose(opened) or opened
+            source_mode = opened.mode
+            rgb, alpha = _to_rgb(img, icc)
+            rgb.load()
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file does not exist") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image file Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: image is too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
+    if source_mode == "CMYK":
+        icc = None  # the pixels are sRGB now; the CMYK profile no longer describes them
+    return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, source_mode=source_mode, source_format=fmt, frames=frames)
+
+
+def read_rgb(path: Path | str) -> Image.Image:
+    return read_image(path).rgb
+
+
+FORMAT_BY_SUFFIX = {
+    ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+    ".webp": "WEBP", ".gif": "GIF", ".ppm": "PPM", ".tga": "TGA",
+}  # fmt: skip
+
+
+def save_image(
+    img: Image.Image,
+    path: Path | str,
+    *,
+    alpha: Image.Image | None = None,
+    icc_profile: bytes | None = None,
+    quality: int = 95,
+) -> None:
+    """Write ``img`` atomically; the format follows the suffix. Alpha is kept where it fits."""
+    path = Path(path)
+    fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageWriteError(f"{path}: unknown image suffix {path.suffix!r}; use one of {', '.join(sorted(FORMAT_BY_SUFFIX))}")
+    out = img
+    if alpha is not None and fmt in ("PNG", "WEBP", "TIFF", "TGA"):
+        if alpha.size != img.size:
+            alpha = alpha.resize(img.size, Image.Resampling.BICUBIC)
+        out = img.convert("RGB")
+        out.putalpha(alpha)
+    kwargs: dict[str, object] = {}
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if icc_profile and fmt in ("JPEG", "PNG", "TIFF", "WEBP"):
+        kwargs["icc_profile"] = icc_profile
+    try:
+        with atomic_path(path) as tmp:
+            out.save(tmp, format=fmt, **kwargs)
+    except OSError as exc:
+        raise ImageWriteError(f"{path}: cannot write image ({exc.strerror or exc})") from exc

@@ -1,0 +1,137 @@
+"""CycleGAN (Zhu, Park, Isola, Efros, ICCV 2017).
+
+Names follow the paper, with the reference code's names in brackets:
+G: A -> B [netG_A], F: B -> A [netG_B], D_B judges domain B [netD_A], D_A judges domain A [netD_B].
+
+Per iteration:
+  phase "generators" (D_A, D_B frozen):
+    L_GAN(G, D_B) + L_GAN(F, D_A)                                  (eq. 1, LSGAN by default)
+    + lambda_A * |F(G(a)) - a|_1 + lambda_B * |G(F(b)) - b|_1      (eq. 2, weights of eq. 3)
+    + lambda_idt * (lambda_B * |G(b) - b|_1 + lambda_A * |F(a) - a|_1)   (identity, sec. 5.2)
+  phase "discriminators":
+    0.5 * (L(D_B(b), real) + L(D_B(pool_B(G(a))), fake)) and the same for D_A.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from brushwork.config import TrainConfig
+from brushwork.methods.base import METHODS, Method, Phase, ReleaseSpec
+from brushwork.methods.losses import GANLoss, gradient_penalty
+from brushwork.methods.pool import ImagePool
+from brushwork.nn import build_discriminator, build_generator, init_weights
+
+
+class CycleGAN(Method):
+    def __init__(self, config: TrainConfig) -> None:
+        model, objective = config.model, config.objective
+        self.config = config
+        gen_arch = {"name": model.generator, **model.generator_kwargs()}
+        self._gen_arch_ab = gen_arch
+        self._gen_arch_ba = {
+            "name": model.generator,
+            **model.generator_kwargs(in_channels=model.out_channels, out_channels=model.in_channels),
+        }
+        nets = {
+            "G": build_generator(**self._gen_arch_ab),
+            "F": build_generator(**self._gen_arch_ba),
+            "D_B": build_discriminator(model.discriminator, **model.discriminator_kwargs(in_channels=model.out_channels)),
+            "D_A": build_discriminator(model.discriminator, **model.discriminator_kwargs(in_channels=model.in_channels)),
+        }
+        for net in nets.values():
+            init_weights(net, init_type=model.init_type, gain=model.init_gain)
+        self.networks = nn.ModuleDict(nets)
+        self.gan_loss = GANLoss(objective.gan_mode)
+        self.lambda_a = objective.lambda_a
+        self.lambda_b = objective.lambda_b
+        self.lambda_idt = objective.lambda_identity
+        self.lambda_gp = objective.lambda_gp
+        self.pool_a = ImagePool(objective.pool_size)  # fakes of domain A, F(b)
+        self.pool_b = ImagePool(objective.pool_size)  # fakes of domain B, G(a)
+        if self.lambda_idt > 0 and model.in_channels != model.out_channels:
+            raise ValueError("identity loss needs in_channels == out_channels; set objective.lambda_identity=0")
+
+    def phases(self) -> list[Phase]:
+        return [Phase("generators", ("G", "F")), Phase("discriminators", ("D_A", "D_B"))]
+
+    def phase_loss(self, phase: str, batch: dict[str, Tensor], ctx: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        if phase == "generators":
+            return self._generator_loss(batch["A"], batch["B"], ctx)
+        if phase == "discriminators":
+            return self._discriminator_loss(batch["A"], batch["B"], ctx)
+        raise KeyError(f"CycleGAN has no phase {phase!r}")
+
+    def _generator_loss(self, real_a: Tensor, real_b: Tensor, ctx: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        G, F_, D_A, D_B = (self.networks[k] for k in ("G", "F", "D_A", "D_B"))
+        fake_b = G(real_a)
+        rec_a = F_(fake_b)
+        fake_a = F_(real_b)
+        rec_b = G(fake_a)
+        losses: dict[str, Tensor] = {
+            "G_gan": self.gan_loss(D_B(fake_b), True),
+            "F_gan": self.gan_loss(D_A(fake_a), True),
+            "cycle_A": F.l1_loss(rec_a.float(), real_a.float()) * self.lambda_a,
+            "cycle_B": F.l1_loss(rec_b.float(), real_b.float()) * self.lambda_b,
+        }
+        if self.lambda_idt > 0:
+            losses["idt_B"] = F.l1_loss(G(real_b).float(), real_b.float()) * self.lambda_b * self.lambda_idt
+            losses["idt_A"] = F.l1_loss(F_(real_a).float(), real_a.float()) * self.lambda_a * self.lambda_idt
+        ctx["fake_a"] = fake_a.detach()
+        ctx["fake_b"] = fake_b.detach()
+        total = torch.stack(list(losses.values())).sum()
+        return total, losses
+
+    def _d_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor | None]:
+        loss = 0.5 * (self.gan_loss(D(real), True) + self.gan_loss(D(fake), False))
+        if self.gan_loss.mode == "wgangp":
+            gp = gradient_penalty(D, real, fake) * self.lambda_gp
+            return loss + gp, gp
+        return loss, None
+
+    def _discriminator_loss(self, real_a: Tensor, real_b: Tensor, ctx: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        fake_b = self.pool_b.query(ctx["fake_b"])
+        fake_a = self.pool_a.query(ctx["fake_a"])
+        loss_db, gp_b = self._d_loss(self.networks["D_B"], real_b, fake_b)
+        loss_da, gp_a = self._d_loss(self.networks["D_A"], real_a, fake_a)
+        losses = {"D_B": loss_db, "D_A": loss_da}
+        if gp_a is not None and gp_b is not None:
+            losses["gp"] = gp_a + gp_b
+        return loss_db + loss_da, losses
+
+    @torch.no_grad()
+    def visuals(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        G, F_ = self.networks["G"], self.networks["F"]
+        real_a, real_b = batch["A"], batch["B"]
+        fake_b, fake_a = G(real_a), F_(real_b)
+        return {
+            "real_A": real_a,
+            "fake_B": fake_b,
+            "rec_A": F_(fake_b),
+            "real_B": real_b,
+            "fake_A": fake_a,
+            "rec_B": G(fake_a),
+        }
+
+    def release_specs(self) -> dict[str, ReleaseSpec]:
+        return {
+            "AtoB": ReleaseSpec("G", dict(self._gen_arch_ab), "A", "B"),
+            "BtoA": ReleaseSpec("F", dict(self._gen_arch_ba), "B", "A"),
+        }
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"pool_A": self.pool_a.state_dict(), "pool_B": self.pool_b.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        device = next(self.networks.parameters()).device
+        self.pool_a.load_state_dict(state["pool_A"], device)
+        self.pool_b.load_state_dict(state["pool_B"], device)
+
+
+@METHODS.register("cyclegan")
+def _build_cyclegan(*, config: TrainConfig) -> Method:
+    return CycleGAN(config)

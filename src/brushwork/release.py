@@ -1,0 +1,162 @@
+"""Release artifacts: one generator direction as ``config.json`` + ``model.safetensors``.
+
+A release folder rebuilds its generator with no training code and no training flags:
+
+    model_dir/
+      config.json        format, architecture (registry name + constructor arguments),
+                         preprocessing, direction, provenance
+      model.safetensors  the generator's state dict (unwrapped, fp32)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from brushwork import __version__
+from brushwork.nn.generators import build_generator, generator_multiple
+from brushwork.registry import RegistryError
+from brushwork.utils.files import atomic_path, atomic_write_text
+
+FORMAT = "brushwork.generator"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class ReleaseError(ValueError):
+    """A release folder is missing, malformed or incompatible; the message names it."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How inference must prepare an image for this generator."""
+
+    input_range: tuple[float, float] = (-1.0, 1.0)
+    size_multiple: int = 4  # sides are padded to a multiple of this
+    train_size: int = 256  # the crop size it was trained at (a hint for --size)
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    architecture: dict[str, Any]
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    direction: str = "AtoB"
+    source_domain: str = "A"
+    target_domain: str = "B"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> ReleaseConfig:
+        if data.get("format") != FORMAT:
+            raise ReleaseError(f"{where}: not a brushwork generator config (format={data.get('format')!r})")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ReleaseError(
+                f"{where}: format_version {version!r} is newer than this brushwork reads ({FORMAT_VERSION}); upgrade brushwork"
+            )
+        arch = data.get("architecture")
+        if not isinstance(arch, dict) or "name" not in arch:
+            raise ReleaseError(f"{where}: 'architecture' must be a mapping with a 'name'")
+        pre = data.get("preprocessing", {})
+        try:
+            preprocessing = Preprocessing(**{**pre, "input_range": tuple(pre.get("input_range", (-1.0, 1.0)))})
+        except TypeError as exc:
+            raise ReleaseError(f"{where}: bad 'preprocessing': {exc}") from None
+        return cls(
+            architecture=arch,
+            preprocessing=preprocessing,
+            direction=str(data.get("direction", "AtoB")),
+            source_domain=str(data.get("source_domain", "A")),
+            target_domain=str(data.get("target_domain", "B")),
+            provenance=dict(data.get("provenance", {})),
+            format_version=version,
+        )
+
+
+def build_from_architecture(arch: dict[str, Any], where: str = "architecture") -> nn.Module:
+    kwargs = {k: v for k, v in arch.items() if k != "name"}
+    try:
+        return build_generator(arch["name"], **kwargs)
+    except (RegistryError, TypeError, ValueError) as exc:
+        raise ReleaseError(f"{where}: cannot build generator {arch!r}: {exc}") from None
+
+
+def save_release(model: nn.Module, out_dir: Path, config: ReleaseConfig) -> Path:
+    """Write a release folder atomically (each file) and return it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "brushwork_version": __version__}
+    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    atomic_write_text(out_dir / CONFIG_NAME, config.to_json())
+    return out_dir
+
+
+def release_config_for(arch: dict[str, Any], *, direction: str, source: str, target: str, train_size: int,
+                       provenance: dict[str, Any]) -> ReleaseConfig:
+    return ReleaseConfig(
+        architecture=arch,
+        preprocessing=Preprocessing(size_multiple=generator_multiple(arch["name"]), train_size=train_size),
+        direction=direction,
+        source_domain=source,
+        target_domain=target,
+        provenance={"brushwork_version": __version__, **provenance},
+    )
+
+
+def read_release_config(model_dir: Path) -> ReleaseConfig:
+    config_path = model_dir / CONFIG_NAME
+    if not model_dir.is_dir():
+        raise ReleaseError(f"model folder {model_dir} does not exist")
+    if not config_path.is_file():
+        raise ReleaseError(f"{model_dir} is not a brushwork model folder: {CONFIG_NAME} is missing")
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReleaseError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ReleaseError(f"{config_path}: expected a JSON object")
+    return ReleaseConfig.from_dict(data, str(config_path))
+
+
+def load_release(model_dir: Path | str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ReleaseConfig]:
+    """Rebuild the generator of ``model_dir`` in eval mode, with strictly matching weights."""
+    model_dir = Path(model_dir)
+    config = read_release_config(model_dir)
+    weights = model_dir / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ReleaseError(f"{model_dir} is not a brushwork model folder: {WEIGHTS_NAME} is missing")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError) as exc:
+        raise ReleaseError(f"{weights}: unreadable safetensors file ({exc})") from None
+    model = build_from_architecture(config.architecture, str(model_dir / CONFIG_NAME))
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        raise ReleaseError(
+            f"{weights}: weights do not match architecture {config.architecture['name']!r}: "
+            f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ReleaseError(f"{weights}: weights do not fit architecture {config.architecture!r}: {exc}") from None
+    return model.eval(), config
+
+
+def _key_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)

@@ -1,0 +1,1 @@
+"""Method-agnostic training: optimisation, schedules, logging, samples and checkpoints."""

@@ -1,0 +1,55 @@
+"""Entry points that assemble a run from a resolved config: seeding, device, method, data, trainer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from brushwork.config import TrainConfig, build_dataclass, load_yaml
+from brushwork.data.builders import build_training_data
+from brushwork.methods import build_method
+from brushwork.training.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
+from brushwork.training.trainer import Trainer, TrainResult, _unwrap, export_releases
+from brushwork.utils.device import resolve_device
+from brushwork.utils.seed import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def run_training(config: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
+    device = resolve_device(config.run.device)
+    seed_everything(config.run.seed)
+    if config.run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not config.run.deterministic
+    method = build_method(config)
+    data = build_training_data(method.dataset_kind, config.data, config.run.seed)
+    log.info("data: %s", data.description)
+    log.info("device: %s, precision: %s", device, config.run.precision)
+    trainer = Trainer(method, config, data, device=device, resume=resume)
+    result = trainer.fit()
+    if data.skipped:
+        log.warning("skipped %d unreadable image(s): %s", len(data.skipped), ", ".join(map(str, data.skipped[:5])))
+    return result
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a brushwork run folder: config.yaml is missing")
+    return build_dataclass(TrainConfig, load_yaml(path))
+
+
+def export_run(run_dir: Path, *, checkpoint: Path | None = None, out: Path | None = None) -> dict[str, Path]:
+    """Export the release models of ``run_dir`` from ``checkpoint`` (default: the latest)."""
+    config = load_run_config(run_dir)
+    path = find_resume_checkpoint(run_dir, checkpoint or "latest")
+    state = load_checkpoint(path)
+    method = build_method(config)
+    for name, net in method.networks.items():
+        _unwrap(net).load_state_dict(state["networks"][name])
+    out_root = out if out is not None else run_dir / "release"
+    return export_releases(method, config, out_root, step=int(state["step"]), run_dir=run_dir)

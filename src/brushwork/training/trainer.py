@@ -1,0 +1,401 @@
+"""The trainer: drives any :class:`~brushwork.methods.base.Method` through its phases.
+
+It knows nothing of a particular method. Per iteration, for each phase it enables gradients for
+that phase's networks only, computes the phase loss (under autocast when a reduced precision is
+chosen), backpropagates and steps that phase's optimiser. It also owns the schedules, the loss
+log, TensorBoard, sample grids, checkpoints (atomic, last K kept, exact resume), Ctrl-C handling
+and release export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Adam, Optimizer
+from torch.utils.data import DataLoader
+
+from brushwork.config import TrainConfig
+from brushwork.data.builders import TrainingData
+from brushwork.methods.base import Method
+from brushwork.release import release_config_for, save_release
+from brushwork.training.checkpoint import (
+    CheckpointError,
+    find_resume_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from brushwork.training.logger import MetricLogger
+from brushwork.training.samples import save_sample_grid
+from brushwork.training.schedulers import Scheduler, build_scheduler, step_scheduler
+from brushwork.utils.device import resolve_precision
+from brushwork.utils.seed import rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+class RunFolderError(RuntimeError):
+    """The run folder already holds a run and --resume was not given."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    epoch: int
+    interrupted: bool
+    releases: dict[str, Path]
+    skipped_images: int
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between iterations, so a checkpoint can be saved."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stop requested: finishing this iteration and saving a checkpoint (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(
+        self,
+        method: Method,
+        config: TrainConfig,
+        data: TrainingData,
+        *,
+        device: torch.device,
+        run_dir: Path | None = None,
+        resume: str | Path | None = None,
+    ) -> None:
+        self.method = method
+        self.config = config
+        self.data = data
+        self.device = device
+        self.run_dir = Path(run_dir or config.run.out)
+        self.resume = resume
+        self.autocast_dtype = resolve_precision(config.run.precision, device)
+        self.phases = method.phases()
+        method.networks.to(device)
+        self.optimizers: dict[str, Optimizer] = {
+            phase.name: Adam(
+                [p for name in phase.networks for p in method.networks[name].parameters()],
+                lr=config.optim.lr,
+                betas=(config.optim.beta1, config.optim.beta2),
+                foreach=True,
+            )
+            for phase in self.phases
+        }
+        self.schedulers: dict[str, Scheduler] = {
+            name: build_scheduler(opt, config.optim) for name, opt in self.optimizers.items()
+        }
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
+        self.step = 0
+        self.epoch = 0
+        self._epoch_loss_sum = 0.0
+        self._epoch_loss_count = 0
+        batch = config.data.batch_size
+        self.steps_per_epoch = max(1, math.ceil(len(data.sampler) / batch))
+        if config.optim.max_steps is not None:
+            self.total_steps = config.optim.max_steps
+        else:
+            self.total_steps = config.optim.total_epochs * self.steps_per_epoch
+
+    # ------------------------------------------------------------------------------------------
+    # state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "networks": {k: _unwrap(v).state_dict() for k, v in self.method.networks.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "method_state": self.method.extra_state(),
+            "rng": rng_state(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_loss": (self._epoch_loss_sum, self._epoch_loss_count),
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: str) -> None:
+        nets = state["networks"]
+        if set(nets) != set(self.method.networks.keys()):
+            raise CheckpointError(f"{where}: holds networks {sorted(nets)}, this method has {sorted(self.method.networks.keys())}")
+        for name, net in self.method.networks.items():
+            try:
+                _unwrap(net).load_state_dict(nets[name])
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"{where}: network {name} does not match the configured architecture ({str(exc).splitlines()[0]}); "
+                    "resume with the run's own config.yaml"
+                ) from None
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        self.method.load_extra_state(state["method_state"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self._epoch_loss_sum, self._epoch_loss_count = state["epoch_loss"]
+
+    # ------------------------------------------------------------------------------------------
+    # one iteration
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _set_trainable(self, phase_networks: tuple[str, ...]) -> None:
+        for name, net in self.method.networks.items():
+            net.requires_grad_(name in phase_networks)
+
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One iteration over all phases; returns the named losses as floats."""
+        ctx: dict[str, Any] = {}
+        losses: dict[str, Tensor] = {}
+        for phase in self.phases:
+            self._set_trainable(phase.networks)
+            opt = self.optimizers[phase.name]
+            opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                total, parts = self.method.phase_loss(phase.name, batch, ctx)
+            self.scaler.scale(total).backward()
+            self.scaler.step(opt)
+            losses.update(parts)
+        self.scaler.update()
+        self._set_trainable(tuple(self.method.networks.keys()))
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        for k, v in values.items():
+            if not math.isfinite(v):
+                raise FloatingPointError(f"loss {k} became {v} at step {self.step + 1}; try a lower optim.lr")
+        return values
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+
+    def _loader(self) -> DataLoader[dict[str, Tensor]]:
+        workers = self.config.data.num_workers
+        return DataLoader(
+            self.data.dataset,
+            batch_size=self.config.data.batch_size,
+            sampler=self.data.sampler,  # type: ignore[arg-type]
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            # A private generator: creating an iterator must not consume the global RNG that the
+            # method's randomness (image pool) draws from, or a resume would diverge.
+            generator=torch.Generator().manual_seed(self.config.run.seed),
+        )
+
+    def _batches(self) -> Iterator[dict[str, Tensor]]:
+        loader = self._loader()
+        while self.step < self.total_steps:
+            done_in_epoch = self.step - self.epoch * self.steps_per_epoch
+            self.data.sampler.set_epoch(self.epoch, skip=done_in_epoch * self.config.data.batch_size)
+            for batch in loader:
+                yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                if self.step >= self.total_steps:
+                    return
+            self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        mean = self._epoch_loss_sum / max(1, self._epoch_loss_count)
+        for sched in self.schedulers.values():
+            step_scheduler(sched, mean)
+        self.epoch += 1
+        self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
+
+    def _prepare_run_dir(self) -> None:
+        existing = list_checkpoints(self.run_dir)
+        if self.resume is None and existing:
+            raise RunFolderError(
+                f"run folder {self.run_dir} already holds checkpoints; pass --resume to continue it "
+                "or choose another --out"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def fit(self) -> TrainResult:
+        self._prepare_run_dir()
+        resumed_from = None
+        if self.resume is not None:
+            path = find_resume_checkpoint(self.run_dir, self.resume)
+            self.load_state_dict(load_checkpoint(path, map_location=self.device), str(path))
+            resumed_from = path
+            log.info("resumed from %s at step %d", path, self.step)
+        self.config.save(self.run_dir / "config.yaml")
+        run = self.config.run
+        logger = MetricLogger(
+            self.run_dir / "log.jsonl",
+            tensorboard_dir=self.run_dir / "tensorboard" if run.tensorboard else None,
+            truncate_after=self.step if resumed_from is not None else 0,
+        )
+        self.method.train()
+        interrupted = False
+        progress = _Progress(enabled=run.progress, total=self.total_steps, start=self.step)
+        window_start, window_steps = time.perf_counter(), 0
+        try:
+            with _StopRequest() as stop, progress:
+                for batch in self._batches():
+                    values = self.train_step(batch)
+                    self.step += 1
+                    window_steps += 1
+                    total_loss = sum(values.values())
+                    self._epoch_loss_sum += total_loss
+                    self._epoch_loss_count += 1
+                    progress.update(self.step, values)
+                    if self.step % run.log_every == 0 or self.step == self.total_steps:
+                        elapsed = time.perf_counter() - window_start
+                        record = {
+                            "epoch": self.epoch,
+                            "lr": self.optimizers[self.phases[0].name].param_groups[0]["lr"],
+                            **values,
+                            "it_per_s": window_steps / elapsed if elapsed > 0 else None,
+                        }
+                        logger.log(self.step, record)
+                        window_start, window_steps = time.perf_counter(), 0
+                    if self.step % run.sample_every == 0:
+                        self.save_samples()
+                    if self.step % run.checkpoint_every == 0:
+                        self.save()
+                    if stop.requested:
+                        interrupted = True
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            logger.close()
+        if self.step == 0:
+            return TrainResult(self.run_dir, 0, self.epoch, interrupted, {}, len(self.data.skipped))
+        if not list_checkpoints(self.run_dir) or list_checkpoints(self.run_dir)[-1].name != f"step_{self.step:08d}.pt":
+            self.save()
+        releases: dict[str, Path] = {}
+        if not interrupted:
+            self.save_samples()
+            if run.export_at_end:
+                releases = self.export()
+        return TrainResult(self.run_dir, self.step, self.epoch, interrupted, releases, len(self.data.skipped))
+
+    # ------------------------------------------------------------------------------------------
+    # outputs
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.run_dir, self.step, self.state_dict(), keep=self.config.run.keep_checkpoints)
+        log.info("saved checkpoint %s", path)
+        return path
+
+    def save_samples(self) -> Path:
+        batch = {k: v.to(self.device) for k, v in self.data.sample_batch.items()}
+        self.method.train(False)
+        try:
+            with self._autocast():
+                visuals = self.method.visuals(batch)
+        finally:
+            self.method.train(True)
+        path = self.run_dir / "samples" / f"step_{self.step:08d}.png"
+        save_sample_grid(visuals, path)
+        return path
+
+    def export(self) -> dict[str, Path]:
+        """Write every releasable generator as ``RUN/release/<direction>/``."""
+        return export_releases(self.method, self.config, self.run_dir / "release", step=self.step, run_dir=self.run_dir)
+
+
+def export_releases(method: Method, config: TrainConfig, out_root: Path, *, step: int, run_dir: Path) -> dict[str, Path]:
+    """Write ``out_root/<direction>/`` for every generator the method releases."""
+    out: dict[str, Path] = {}
+    for direction, spec in method.release_specs().items():
+        net = _unwrap(method.networks[spec.network])
+        release = release_config_for(
+            spec.architecture,
+            direction=direction,
+            source=spec.source_domain,
+            target=spec.target_domain,
+            train_size=config.data.crop_size,
+            provenance={"method": config.method, "step": step, "run": str(run_dir), "data": config.data.root
+                        or f"{config.data.dir_a} | {config.data.dir_b}"},
+        )
+        out[direction] = save_release(net, out_root / direction, release)
+    return out
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    """The plain module behind DDP / torch.compile wrappers (checkpoints never hold prefixes)."""
+    net = getattr(net, "module", net)
+    return getattr(net, "_orig_mod", net)
+
+
+class _Progress:
+    """A rich progress bar with the latest losses; a no-op when disabled."""
+
+    def __init__(self, *, enabled: bool, total: int, start: int) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.start = start
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[losses]}"),
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task("train", total=self.total, completed=self.start, rate="", losses="")
+            self._t0 = time.perf_counter()
+        return self
+
+    def update(self, step: int, values: dict[str, float]) -> None:
+        if self._progress is None:
+            return
+        done = step - self.start
+        rate = done / max(1e-9, time.perf_counter() - self._t0)
+        rate_text = f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
+        losses = " ".join(f"{k}={v:.3f}" for k, v in values.items())
+        self._progress.update(self._task, completed=step, rate=rate_text, losses=losses)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
