@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +58,15 @@ class TrainResult:
     skipped_images: int
 
 
+class TrainerHook(Protocol):
+    """Something run every ``every`` steps (e.g. evaluation); its numbers are logged as ``name``."""
+
+    name: str
+    every: int
+
+    def __call__(self, trainer: Trainer) -> dict[str, float]: ...
+
+
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag checked between iterations, so a checkpoint can be saved."""
 
@@ -92,8 +101,10 @@ class Trainer:
         device: torch.device,
         run_dir: Path | None = None,
         resume: str | Path | None = None,
+        hooks: list[TrainerHook] | None = None,
     ) -> None:
         self.method = method
+        self.hooks = list(hooks or [])
         self.config = config
         self.data = data
         self.device = device
@@ -286,6 +297,9 @@ class Trainer:
                         self.save_samples()
                     if self.step % run.checkpoint_every == 0:
                         self.save()
+                    for hook in self.hooks:
+                        if self.step % hook.every == 0:
+                            logger.log(self.step, self._run_hook(hook), kind=hook.name)
                     if stop.requested:
                         interrupted = True
                         break
@@ -303,6 +317,13 @@ class Trainer:
             if run.export_at_end:
                 releases = self.export()
         return TrainResult(self.run_dir, self.step, self.epoch, interrupted, releases, len(self.data.skipped))
+
+    def _run_hook(self, hook: TrainerHook) -> dict[str, float]:
+        self.method.train(False)
+        try:
+            return hook(self)
+        finally:
+            self.method.train(True)
 
     # ------------------------------------------------------------------------------------------
     # outputs
