@@ -207,7 +207,7 @@ class RunConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     method: str = "cyclegan"
-    data: DataConfig = field(default_factory=lambda: DataConfig(root="."))
+    data: DataConfig = field(default_factory=DataConfig)  # fails unless data is given
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
