@@ -40,7 +40,7 @@ def test_release_rebuilds_the_generator_from_the_folder_alone(trained_run: Path)
         assert config["format"] == "brushwork.generator" and config["format_version"] == 1
         assert config["architecture"]["name"] == "resnet_2blocks" and config["architecture"]["ngf"] == 8
         assert config["direction"] == direction and config["preprocessing"]["size_multiple"] == 4
-        model, release = load_release(folder)
+        model, _ = load_release(folder)
         assert not model.training
         for key, value in model.state_dict().items():
             assert torch.equal(value, state["networks"][net][key])

@@ -96,7 +96,7 @@ class Trainer:
         self,
         method: Method,
         config: TrainConfig,
-        data: TrainingData,
+        data: TrainingData | None,
         *,
         device: torch.device,
         run_dir: Path | None = None,
@@ -130,12 +130,12 @@ class Trainer:
         self.epoch = 0
         self._epoch_loss_sum = 0.0
         self._epoch_loss_count = 0
-        batch = config.data.batch_size
-        self.steps_per_epoch = max(1, math.ceil(len(data.sampler) / batch))
-        if config.optim.max_steps is not None:
-            self.total_steps = config.optim.max_steps
-        else:
-            self.total_steps = config.optim.total_epochs * self.steps_per_epoch
+        self.steps_per_epoch = 1
+        self.total_steps = config.optim.max_steps or 0
+        if data is not None:  # None: only train_step() is used (benchmarks)
+            self.steps_per_epoch = max(1, math.ceil(len(data.sampler) / config.data.batch_size))
+            if config.optim.max_steps is None:
+                self.total_steps = config.optim.total_epochs * self.steps_per_epoch
 
     # ------------------------------------------------------------------------------------------
     # state
@@ -255,6 +255,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def fit(self) -> TrainResult:
+        if self.data is None:
+            raise ValueError("Trainer.fit() needs training data")
         self._prepare_run_dir()
         resumed_from = None
         if self.resume is not None:
