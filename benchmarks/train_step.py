@@ -25,8 +25,12 @@ from pathlib import Path
 
 # A variant is a set of run/config overrides. "plain" is the reference code path: fp32, eager.
 VARIANTS: dict[str, dict[str, dict[str, object]]] = {
-    "plain": {"run": {"precision": "fp32"}},
-    "fast": {"run": {"precision": "auto"}},
+    "plain": {"run": {"precision": "fp32", "channels_last": False, "compile": False}},
+    "bf16": {"run": {"precision": "auto", "channels_last": False, "compile": False}},
+    "cl": {"run": {"precision": "fp32", "channels_last": True, "compile": False}},
+    "bf16cl": {"run": {"precision": "auto", "channels_last": True, "compile": False}},
+    "compile": {"run": {"precision": "auto", "channels_last": True, "compile": True}},
+    "fast": {"run": {}},  # the defaults
 }
 
 

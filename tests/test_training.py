@@ -240,3 +240,19 @@ def test_bad_data_folder_is_one_line_error(tmp_path: Path) -> None:
     assert proc.stderr.startswith("error: data folder") and "trainA" in proc.stderr and "Traceback" not in proc.stderr
     bad = subprocess.run(_cli("train", "--data", "x", "--crop-size", "512"), env=ENV, capture_output=True, text=True)
     assert bad.returncode == 2 and "data.crop_size=512 is larger than data.load_size=286" in bad.stderr
+
+
+def test_fused_passes_compute_the_same_losses(tiny_data: Path, tmp_path: Path) -> None:
+    """Batching the passes that share weights changes speed, not the numbers."""
+    trainer = make_trainer(tiny_data, tmp_path / "run", objective__pool_size=0)
+    m = trainer.method
+    torch.manual_seed(3)
+    batch = {"A": torch.rand(2, 3, 32, 32) * 2 - 1, "B": torch.rand(2, 3, 32, 32) * 2 - 1}
+    results = []
+    for fuse in (True, False):
+        m.fuse_passes = fuse
+        ctx: dict[str, object] = {}
+        _, g_parts = m.phase_loss("generators", batch, ctx)
+        _, d_parts = m.phase_loss("discriminators", batch, ctx)
+        results.append({**{k: float(v) for k, v in g_parts.items()}, **{k: float(v) for k, v in d_parts.items()}})
+    assert results[0] == pytest.approx(results[1], rel=1e-5)

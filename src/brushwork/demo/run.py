@@ -36,9 +36,6 @@ log = logging.getLogger(__name__)
 
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
 HELD_OUT_PHOTOS = ("chelsea",)
-import os
-
-IDT = float(os.environ.get("IDT", "0.5"))
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,7 @@ def train_config(settings: DemoSettings, data_root: Path) -> TrainConfig:
             batch_size=1, num_workers=0,
         ),
         model=ModelConfig(generator="resnet_3blocks", ngf=16, ndf=16, n_layers_d=2),
-        objective=ObjectiveConfig(lambda_identity=IDT),
+        objective=ObjectiveConfig(),
         optim=OptimConfig(epochs=1, epochs_decay=1, max_steps=settings.steps),
         run=RunConfig(
             out=str(settings.out / "run"), seed=settings.seed, device=settings.device,

@@ -112,16 +112,23 @@ class Trainer:
         self.resume = resume
         self.autocast_dtype = resolve_precision(config.run.precision, device)
         self.phases = method.phases()
-        method.networks.to(device)
+        self.memory_format = torch.channels_last if config.run.channels_last else torch.contiguous_format
+        method.networks.to(device=device, memory_format=self.memory_format)
+        # The fused Adam kernel exists for CPU and CUDA tensors; elsewhere the foreach one is used.
+        fused = device.type in ("cpu", "cuda")
         self.optimizers: dict[str, Optimizer] = {
             phase.name: Adam(
                 [p for name in phase.networks for p in method.networks[name].parameters()],
                 lr=config.optim.lr,
                 betas=(config.optim.beta1, config.optim.beta2),
-                foreach=True,
+                fused=fused or None,
+                foreach=None if fused else True,
             )
             for phase in self.phases
         }
+        if config.run.compile:
+            for name in list(method.networks.keys()):
+                method.networks[name] = torch.compile(method.networks[name])
         self.schedulers: dict[str, Scheduler] = {
             name: build_scheduler(opt, config.optim) for name, opt in self.optimizers.items()
         }
@@ -193,6 +200,7 @@ class Trainer:
         """One iteration over all phases; returns the named losses as floats."""
         ctx: dict[str, Any] = {}
         losses: dict[str, Tensor] = {}
+        batch = {k: v.to(self.device, non_blocking=True, memory_format=self.memory_format) for k, v in batch.items()}
         for phase in self.phases:
             self._set_trainable(phase.networks)
             opt = self.optimizers[phase.name]
@@ -233,7 +241,7 @@ class Trainer:
             done_in_epoch = self.step - self.epoch * self.steps_per_epoch
             self.data.sampler.set_epoch(self.epoch, skip=done_in_epoch * self.config.data.batch_size)
             for batch in loader:
-                yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                yield batch
                 if self.step >= self.total_steps:
                     return
             self._end_epoch()
@@ -336,7 +344,7 @@ class Trainer:
         return path
 
     def save_samples(self) -> Path:
-        batch = {k: v.to(self.device) for k, v in self.data.sample_batch.items()}
+        batch = {k: v.to(self.device, memory_format=self.memory_format) for k, v in self.data.sample_batch.items()}
         self.method.train(False)
         try:
             with self._autocast():
