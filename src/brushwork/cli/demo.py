@@ -13,7 +13,7 @@ from brushwork.cli.app import app, setup_logging
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the data, run and HTML page.")] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option(help="Training iterations.")] = 1200,
+    steps: Annotated[int, typer.Option(help="Training iterations.")] = 2000,
     crops: Annotated[int, typer.Option(help="Training crops per domain.")] = 240,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
