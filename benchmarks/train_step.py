@@ -30,7 +30,7 @@ VARIANTS: dict[str, dict[str, dict[str, object]]] = {
     "cl": {"run": {"precision": "fp32", "channels_last": True, "compile": False}},
     "bf16cl": {"run": {"precision": "auto", "channels_last": True, "compile": False}},
     "compile": {"run": {"precision": "auto", "channels_last": True, "compile": True}},
-    "fast": {"run": {}},  # the defaults
+    "fast": {"run": {"precision": "auto", "channels_last": None, "compile": False}},  # the defaults
 }
 
 

@@ -112,7 +112,8 @@ class Trainer:
         self.resume = resume
         self.autocast_dtype = resolve_precision(config.run.precision, device)
         self.phases = method.phases()
-        self.memory_format = torch.channels_last if config.run.channels_last else torch.contiguous_format
+        channels_last = config.run.channels_last if config.run.channels_last is not None else device.type == "cuda"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         method.networks.to(device=device, memory_format=self.memory_format)
         # The fused Adam kernel exists for CPU and CUDA tensors; elsewhere the foreach one is used.
         fused = device.type in ("cpu", "cuda")
