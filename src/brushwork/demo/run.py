@@ -127,7 +127,8 @@ def train_config(settings: DemoSettings, data_root: Path) -> TrainConfig:
             root=str(data_root), load_size=settings.crop + settings.crop // 8, crop_size=settings.crop,
             batch_size=1, num_workers=0,
         ),
-        model=ModelConfig(generator="unet_64", ngf=16, ndf=16, n_layers_d=2),
+        # unet_<crop>: its innermost level is 1x1 at the training crop (crop must be a power of 2 >= 32)
+        model=ModelConfig(generator=f"unet_{settings.crop}", ngf=16, ndf=16, n_layers_d=2),
         objective=ObjectiveConfig(),
         optim=OptimConfig(epochs=1, epochs_decay=1, max_steps=settings.steps),
         run=RunConfig(
