@@ -1,0 +1,96 @@
+"""Fixtures for the metrics tests: a random-weight Inception file in torch-fidelity's format and
+small image folders. Nothing here downloads anything."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "monet2photo-small"
+
+
+def inception_architecture() -> torch.nn.Module:
+    """torch-fidelity's Inception-v3 module with PyTorch's default initialisation (no weights loaded)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    with (
+        mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: None),
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None),
+    ):
+        return fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+
+
+def write_random_inception_weights(path: Path, seed: int = 0) -> Path:
+    """Same keys, shapes and dtypes as weights-inception-2015-12-05-6726825d.pth, random values.
+
+    He-normal convolutions and identity batch-norm statistics keep activations at a useful scale
+    through the ~90 layers, so the features differ from image to image like real ones do.
+    """
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in inception_architecture().state_dict().items():
+        if key.endswith("conv.weight"):
+            value = torch.randn(value.shape, generator=g) * math.sqrt(2.0 / value[0].numel())
+        elif key.endswith("bn.bias"):
+            value = torch.randn(value.shape, generator=g) * 0.1
+        elif key.endswith(("bn.weight", "running_var")):
+            value = torch.ones_like(value)
+        elif key.endswith("running_mean"):
+            value = torch.zeros_like(value)
+        elif key == "fc.weight":
+            value = torch.randn(value.shape, generator=g) * (4.0 / math.sqrt(value.shape[1]))
+        elif key == "fc.bias":
+            value = torch.randn(value.shape, generator=g) * 0.1
+        state[key] = value.contiguous()
+    torch.save(state, path)
+    return path
+
+
+def write_images(folder: Path, count: int, *, size: int = 32, seed: int = 0, kind: str = "smooth", prefix: str = "img") -> list[Path]:
+    """``count`` PNG images: smooth colour fields (``smooth``) or noisy stripes (``stripes``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    paths = []
+    for i in range(count):
+        if kind == "smooth":
+            c = rng.uniform(0, 1, (3, 3))
+            arr = np.stack([c[k, 0] + c[k, 1] * xx + c[k, 2] * yy for k in range(3)], axis=-1) / 2.0
+        else:
+            freq = rng.uniform(2, 8)
+            base = 0.5 + 0.5 * np.sin(2 * np.pi * freq * xx + rng.uniform(0, 6))
+            arr = np.stack([base, base * rng.uniform(0.3, 1), 1 - base], axis=-1) + rng.normal(0, 0.15, (size, size, 3))
+        img = Image.fromarray((np.clip(arr, 0, 1) * 255).astype(np.uint8), mode="RGB")
+        path = folder / f"{prefix}{i:03d}.png"
+        img.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_inception_weights(tmp_path_factory.mktemp("weights") / "random-inception.pth")
+
+
+@pytest.fixture(scope="session")
+def image_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two small sets of different character: ``real`` (12 smooth) and ``fake`` (10 striped)."""
+    root = tmp_path_factory.mktemp("images")
+    write_images(root / "real", 12, seed=1, kind="smooth")
+    write_images(root / "fake", 10, seed=2, kind="stripes")
+    return {"real": root / "real", "fake": root / "fake"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's caches, and none may download."""
+    monkeypatch.setenv("BRUSHWORK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("BRUSHWORK_OFFLINE", "1")
+    monkeypatch.delenv("BRUSHWORK_INCEPTION_WEIGHTS", raising=False)
