@@ -152,9 +152,6 @@ def compare(
             result = evaluator.evaluate(spec.name, [p for _, _, p in matching.pairs], real=real_files, matching=matching)
             columns.append(MethodColumn(spec.name, result, {n: p for n, _, p in matching.pairs}, spec.source))
 
-    for c in columns:
-        for w in c.result.warnings:
-            log.warning("%s: %s", c.name, w)
     print_results([c.result for c in columns], title=f"{len(columns)} methods on {len(input_files)} inputs from {inputs}")
     protocol = protocol_dict(evaluator.loaded_extractor)
     write_html_report(

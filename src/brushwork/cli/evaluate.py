@@ -46,6 +46,7 @@ def print_results(results: list[SetResult], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from brushwork.metrics.evaluate import summary_notes
     from brushwork.metrics.report import best_values, format_value
     from brushwork.metrics.scores import METRICS
 
@@ -68,10 +69,8 @@ def print_results(results: list[SetResult], title: str) -> None:
         table.add_row(r.name, *cells, str(r.n_outputs))
     console = Console(stderr=False)
     console.print(table)
-    for r in results:
-        for k, mv in r.metrics.items():
-            if mv.unavailable:
-                console.print(f"[dim]{r.name}: {METRICS[k].label} n/a: {mv.unavailable}[/dim]")
+    for text in summary_notes(results):
+        console.print(f"[yellow]note:[/yellow] {text}", markup=True, highlight=False)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -151,8 +150,6 @@ def evaluate(
         evaluator.progress = factory
         result = evaluator.evaluate(fake.name or str(fake), fake_files, real=real_files, matching=matching)
 
-    for warning in result.warnings:
-        log.warning(warning)
     print_results([result], title=f"{fake} vs {real}")
     if json_out is not None:
         payload = {

@@ -25,6 +25,7 @@ from brushwork.metrics.features import (
     load_uint8,
 )
 from brushwork.metrics.scores import (
+    IS_MIN_PER_SPLIT,
     IS_SPLITS,
     KID_SUBSETS,
     LPIPS,
@@ -44,6 +45,11 @@ CONTENT_METRICS = ("ssim", "lpips")
 # Below the feature dimension the covariance of the pool3 features is rank-deficient and FID is
 # biased far upward (same-distribution sets score ~124 at N=120); compare only at equal N.
 FID_RELIABLE_N = 2048
+
+SMALL_N_FID_WARNING = (
+    f"FID with fewer than {FID_RELIABLE_N} images per set is strongly biased upward (the 2048-d covariance "
+    "is rank-deficient): compare FIDs only at equal N and protocol, and prefer KID for small sets"
+)
 
 ProgressFactory = Callable[[str, int], ProgressFn]
 
@@ -215,7 +221,7 @@ class Evaluator:
                 if "lpips" in self.required:
                     raise
                 self._lpips_reason = str(exc)
-                log.warning("LPIPS is unavailable: %s", exc)
+                log.debug("LPIPS is unavailable: %s", exc)
         return self._lpips, self._lpips_reason
 
     def _progress(self, what: str, total: int) -> ProgressFn | None:
@@ -241,8 +247,11 @@ class Evaluator:
         label = f" ({where})" if where else ""
         for metric in self.wanted:
             reason: str | None = None
-            if metric == "is" and n_outputs < IS_SPLITS:
-                reason = f"the Inception Score needs at least {IS_SPLITS} images (one per split), got {n_outputs}{label}"
+            if metric == "is" and n_outputs < IS_MIN_PER_SPLIT * IS_SPLITS:
+                reason = (
+                    f"the Inception Score needs at least {IS_MIN_PER_SPLIT * IS_SPLITS} images "
+                    f"({IS_MIN_PER_SPLIT} per split of {IS_SPLITS}), got {n_outputs}{label}"
+                )
             elif metric in ("fid", "kid"):
                 if n_real is None:
                     reason = f"{metric.upper()} needs a reference set of real images (--real)"
@@ -311,11 +320,7 @@ class Evaluator:
         if reasons.get("fid", "skip") is None:
             result.metrics["fid"] = MetricValue(frechet_distance(fake.pool, real.pool), None, len(fake), details={"n_real": len(real)})
             if n < FID_RELIABLE_N:
-                result.warnings.append(
-                    f"FID from {len(fake)} outputs and {len(real)} real images: below {FID_RELIABLE_N} images the "
-                    "2048-d covariance is rank-deficient and FID is strongly biased upward; compare FIDs only "
-                    "at equal N and prefer KID for small sets"
-                )
+                result.warnings.append(SMALL_N_FID_WARNING)
         if reasons.get("kid", "skip") is None:
             kid = kernel_inception_distance(fake.pool, real.pool)
             result.metrics["kid"] = MetricValue(
@@ -362,3 +367,16 @@ def protocol_dict(extractor: InceptionExtractor | None) -> dict[str, Any]:
         out["weights_file"] = str(extractor.weights_path)
         out["weights_sha256"] = extractor.weights_sha256
     return out
+
+
+def summary_notes(results: Sequence[SetResult]) -> list[str]:
+    """Warnings and reasons for unavailable metrics, each once, naming the sets it concerns."""
+    grouped: dict[str, list[str]] = {}
+    for r in results:
+        for w in r.warnings:
+            grouped.setdefault(w, []).append(r.name)
+        for key, mv in r.metrics.items():
+            if mv.unavailable:
+                grouped.setdefault(f"{METRICS[key].label} n/a: {mv.unavailable}", []).append(r.name)
+    multi = len(results) > 1
+    return [f"{text} [{', '.join(names)}]" if multi else text for text, names in grouped.items()]

@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from brushwork.data.imageio import ImageReadError, read_image
-from brushwork.metrics.evaluate import SetResult
+from brushwork.metrics.evaluate import SetResult, summary_notes
 from brushwork.metrics.scores import METRICS
 from brushwork.utils.files import atomic_path, atomic_write_text
 
@@ -154,8 +154,7 @@ def write_html_report(
             notes.append(f"<li><b>{esc(m.name)}</b>: no output for {len(m.result.missing)} input(s): {esc(', '.join(m.result.missing))}</li>")
         if m.result.extra:
             notes.append(f"<li><b>{esc(m.name)}</b>: {len(m.result.extra)} output(s) match no input: {esc(', '.join(m.result.extra))}</li>")
-        for w in m.result.warnings:
-            notes.append(f"<li><b>{esc(m.name)}</b>: {esc(w)}</li>")
+    notes += [f"<li>{esc(text)}</li>" for text in summary_notes([m.result for m in methods])]
     if notes:
         parts.append("<h2>Notes</h2><ul class='notes'>" + "".join(notes) + "</ul>")
     if protocol:

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 IS_SPLITS = 10
+IS_MIN_PER_SPLIT = 2
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
 SEED = 2020  # torch-fidelity's default rng_seed: the same shuffles and subsets as its numbers
@@ -66,8 +67,11 @@ class MeanStd:
 def inception_score(logits: Tensor, *, splits: int = IS_SPLITS, seed: int = SEED) -> MeanStd:
     """exp(E_x KL(p(y|x) || p(y))) per split of the shuffled images; mean and std over splits."""
     n = int(logits.shape[0])
-    if n < splits:
-        raise MetricInputError(f"the Inception Score needs at least {splits} images (one per split), got {n}")
+    if n < IS_MIN_PER_SPLIT * splits:
+        raise MetricInputError(
+            f"the Inception Score needs at least {IS_MIN_PER_SPLIT * splits} images ({IS_MIN_PER_SPLIT} per split; "
+            f"with one image per split it is 1 by definition), got {n}"
+        )
     order = torch.from_numpy(np.random.RandomState(seed).permutation(n))
     log_p = logits.double()[order].log_softmax(dim=1)
     scores = []
