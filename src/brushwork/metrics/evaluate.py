@@ -263,7 +263,7 @@ class Evaluator:
                 elif n_pairs == 0:
                     reason = f"{metric.upper()}: no output matches an input by name{label}"
             if reason is not None and metric in self.required:
-                hint = ", ".join(m for m in self.wanted if m != metric)
+                hint = ",".join(m for m in self.wanted if m != metric)
                 raise MetricInputError(reason + (f"; leave it out with --metrics {hint}" if hint else ""))
             reasons[metric] = reason
         return reasons

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from brushwork.data.imageio import ImageReadError, read_image
 from brushwork.metrics.evaluate import SetResult, summary_notes
@@ -233,7 +233,7 @@ def write_grid(
                 draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(235, 235, 235))
                 draw.text((x + 8, y + 8), "missing", fill=(150, 150, 150), font=font)
                 continue
-            img.thumbnail((cell, cell), Image.Resampling.LANCZOS)
+            img = ImageOps.contain(img, (cell, cell), Image.Resampling.LANCZOS)  # fit the cell, up or down
             canvas.paste(img, (x + (cell - img.width) // 2, y + (cell - img.height) // 2))
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")
