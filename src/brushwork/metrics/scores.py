@@ -4,7 +4,8 @@ The distribution metrics follow the protocol of torch-fidelity, whose numbers ma
 TensorFlow code: IS over 10 splits of the images shuffled with seed 2020; FID from the
 Gaussian fits of the pool3 features; KID as the unbiased MMD^2 with the cubic polynomial kernel
 k(x, y) = (x.y / d + 1)^3 over 100 random subsets of size min(N, 1000) drawn with seed 2020 (so
-brushwork and torch-fidelity draw the same subsets). They are computed here in float64.
+brushwork and torch-fidelity draw the same subsets). They are computed here in float64 (KID's dot
+products in float32).
 
 Content preservation compares each input with its output: SSIM (Gaussian window 11, sigma 1.5,
 on RGB in [0, 1]) and LPIPS (AlexNet backbone), both through torchmetrics. An output whose size
@@ -27,6 +28,7 @@ IS_SPLITS = 10
 IS_MIN_PER_SPLIT = 2
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
+KID_FULL_KERNEL_MAX = 2500  # up to this many images per set, kernel matrices are computed once (<= 150 MB)
 SEED = 2020  # torch-fidelity's default rng_seed: the same shuffles and subsets as its numbers
 
 
@@ -104,9 +106,10 @@ def _covariance_factor(centered: Tensor) -> Tensor:
 def frechet_distance(a: Tensor, b: Tensor) -> float:
     """FID between the Gaussian fits of two feature sets: |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2).
 
-    Tr((S_a S_b)^1/2) is the sum of singular values (nuclear norm) of F_a^T F_b for any factors
-    S = F F^T; with the data as its own factor this is exact and cheap for N below the feature
-    size, and it never takes the square root of a negative rounding error.
+    Tr((S_a S_b)^1/2) is the sum of the singular values of G = F_a^T F_b for any factors S = F F^T
+    (the square roots of the eigenvalues of the symmetric G G^T). With the centred data as its
+    own factor this is exact and cheap for N below the feature size, and no square root is ever
+    taken of a negative rounding error.
     """
     _check_pair(a, b, "FID", 2)
     x, y = a.double(), b.double()
@@ -114,7 +117,9 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     xc, yc = x - mu_x, y - mu_y
     trace_x = float((xc * xc).sum()) / (x.shape[0] - 1)
     trace_y = float((yc * yc).sum()) / (y.shape[0] - 1)
-    cross = float(torch.linalg.svdvals(_covariance_factor(xc).T @ _covariance_factor(yc)).sum())
+    g = _covariance_factor(xc).T @ _covariance_factor(yc)
+    gram = g @ g.T if g.shape[0] <= g.shape[1] else g.T @ g  # the smaller side; eigvalsh beats svdvals
+    cross = float(torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().sum())
     diff = mu_x - mu_y
     return float(diff @ diff) + trace_x + trace_y - 2.0 * cross
 
@@ -140,16 +145,27 @@ def kernel_inception_distance(
     m = min(n_a, n_b, KID_MAX_SUBSET) if subset_size is None else subset_size
     if not 2 <= m <= min(n_a, n_b):
         raise MetricInputError(f"KID subset size {m} must be between 2 and the smaller set's size {min(n_a, n_b)}")
-    x, y = a.double(), b.double()
+    x, y = a.float(), b.float()
     d = x.shape[1]
+
+    def kernel(u: Tensor, v: Tensor) -> Tensor:
+        # float32 dot products (as torch-fidelity), float64 kernel values and sums
+        return ((u @ v.T).double() / d + 1) ** 3
+
+    # Kernel matrices of the whole sets once, then each subset is a gather (when they fit in memory).
+    full = max(n_a, n_b) <= KID_FULL_KERNEL_MAX
+    if full:
+        k_aa, k_bb, k_ab = kernel(x, x), kernel(y, y), kernel(x, y)
     rng = np.random.RandomState(seed)
     values = np.empty(subsets)
     for i in range(subsets):
-        xs = x[torch.from_numpy(rng.choice(n_a, m, replace=False))]
-        ys = y[torch.from_numpy(rng.choice(n_b, m, replace=False))]
-        k_xx = (xs @ xs.T / d + 1) ** 3
-        k_yy = (ys @ ys.T / d + 1) ** 3
-        k_xy = (xs @ ys.T / d + 1) ** 3
+        ia = torch.from_numpy(rng.choice(n_a, m, replace=False))
+        ib = torch.from_numpy(rng.choice(n_b, m, replace=False))
+        if full:
+            k_xx, k_yy, k_xy = k_aa[ia][:, ia], k_bb[ib][:, ib], k_ab[ia][:, ib]
+        else:
+            xs, ys = x[ia], y[ib]
+            k_xx, k_yy, k_xy = kernel(xs, xs), kernel(ys, ys), kernel(xs, ys)
         within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
         values[i] = float(within - 2 * k_xy.sum() / (m * m))
     return KIDResult(float(values.mean()), float(values.std()), m, subsets)
