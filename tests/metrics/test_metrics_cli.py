@@ -170,3 +170,15 @@ def test_compare_bad_methods(
     for extra, expected in cases:
         code, _, stderr = run_cli([*base, *extra], capsys, monkeypatch)
         assert code == 2 and expected in stderr, (extra, stderr)
+    # a bad folder fails before a model method listed first has run at all
+    model = write_tiny_release(tmp_path / "model")
+    code, _, stderr = run_cli([*base, "--method", f"m=model:{model}", "--method", f"a={other}"], capsys, monkeypatch)
+    assert code == 2 and "named like an input" in stderr and not (tmp_path / "r_files").exists()
+    suffixed = tmp_path / "suffixed"
+    suffixed.mkdir()
+    for f in sorted(inputs.glob("*.png")):
+        (suffixed / f"{f.stem}_fake.png").write_bytes(f.read_bytes())
+    code, _, stderr = run_cli([*base, "--method", f"ref={suffixed}"], capsys, monkeypatch)
+    assert code == 2 and "try --strip-suffix" in stderr
+    code, _, stderr = run_cli([*base, "--method", f"ref={suffixed}", "--strip-suffix", "_fake"], capsys, monkeypatch)
+    assert code == 0, stderr

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from brushwork.cli.app import app, setup_logging
 from brushwork.cli.evaluate import print_results, progress_factory, write_json
+
+if TYPE_CHECKING:
+    from brushwork.metrics.evaluate import Matching
 
 Opt = typer.Option
 log = logging.getLogger("brushwork.compare")
@@ -62,6 +66,30 @@ def run_model(spec: MethodSpec, inputs: list[Path], out_dir: Path, device: str) 
     return written
 
 
+def check_matching(spec: MethodSpec, inputs: list[Path], outputs: list[Path], suffixes: Sequence[str], strict: bool) -> Matching:
+    """Pair a method's outputs with the inputs by name; log (or with ``strict`` refuse) gaps."""
+    from brushwork.metrics.evaluate import MetricInputError, match_by_name
+
+    matching = match_by_name(inputs, outputs, strip_suffixes=suffixes)
+    if not matching.pairs:
+        input_stems = {p.stem for p in inputs}
+        suffixed = any(o.stem.startswith(i) for o in outputs[:50] for i in input_stems)
+        raise MetricInputError(
+            f"--method {spec.name}: none of its {len(outputs)} outputs is named like an input "
+            f"(outputs e.g. {outputs[0].name}, inputs e.g. {inputs[0].name}); outputs are matched to inputs by file name"
+            + ("; the outputs look suffixed, try --strip-suffix" if suffixed and not suffixes else "")
+        )
+    if matching.missing:
+        listed = ", ".join(matching.missing[:10]) + (" ..." if len(matching.missing) > 10 else "")
+        message = f"{spec.name}: no output for {len(matching.missing)} of {len(inputs)} inputs: {listed}"
+        if strict:
+            raise MetricInputError(message + " (--strict)")
+        log.warning(message)
+    if matching.extra:
+        log.warning("%s: %d output(s) match no input: %s", spec.name, len(matching.extra), ", ".join(matching.extra[:10]))
+    return matching
+
+
 @app.command()
 def compare(
     inputs: Annotated[Path, Opt("--inputs", help="Folder of input images (outputs are matched to them by file name).")],
@@ -90,10 +118,8 @@ def compare(
     setup_logging(verbose)
     from brushwork.metrics.evaluate import (
         Evaluator,
-        MetricInputError,
         by_name,
         images_in,
-        match_by_name,
         parse_metrics,
         protocol_dict,
     )
@@ -107,48 +133,35 @@ def compare(
         if spec.name in seen:
             raise MethodSpecError(f"--method name {spec.name!r} is given twice; names must be unique")
         seen.add(spec.name)
-        if spec.folder is not None:
-            images_in(spec.folder, f"--method {spec.name}")  # fail before any slow work
     input_files = images_in(inputs, "--inputs")
     input_by_name = by_name(input_files)
     real_files = images_in(real, "--real") if real is not None else None
     chosen = parse_metrics(metrics)
-    evaluator_kwargs = {"wanted": chosen, "required": chosen} if chosen else {}
-    assets = out.parent / f"{out.stem}_files"
-    dev = resolve_device(device)
-
+    suffixes = strip_suffix or ()
+    # Match every folder method before any slow work, so that a bad folder fails at once.
+    matchings = {
+        spec.name: check_matching(spec, input_files, images_in(spec.folder, f"--method {spec.name}"), suffixes, strict)
+        for spec in specs if spec.folder is not None
+    }  # fmt: skip
     evaluator = Evaluator(
-        **evaluator_kwargs,
+        **({"wanted": chosen, "required": chosen} if chosen else {}),
         inception_weights=inception_weights,
-        device=dev,
+        device=resolve_device(device),
         batch_size=batch_size,
         cache=FeatureCache() if cache else None,
     )
     if chosen is None or any(m in chosen for m in ("is", "fid", "kid")):
         evaluator.load_extractor()  # missing weights: say so now, not after running the models
+    assets = out.parent / f"{out.stem}_files"
     columns: list[MethodColumn] = []
     with progress_factory(progress) as factory:
         evaluator.progress = factory
         for i, spec in enumerate(specs):
             if spec.model is not None:
-                outputs = run_model(spec, input_files, assets / f"{i + 1:02d}_{safe_name(spec.name)}", str(dev))
+                outputs = run_model(spec, input_files, assets / f"{i + 1:02d}_{safe_name(spec.name)}", str(evaluator.device))
+                matching = check_matching(spec, input_files, outputs, (), strict)
             else:
-                assert spec.folder is not None
-                outputs = images_in(spec.folder, f"--method {spec.name}")
-            matching = match_by_name(input_files, outputs, strip_suffixes=strip_suffix or ())
-            if not matching.pairs:
-                raise MetricInputError(
-                    f"--method {spec.name}: none of its {len(outputs)} outputs is named like an input "
-                    f"(outputs e.g. {outputs[0].name}, inputs e.g. {input_files[0].name}); outputs are matched by file name"
-                    + ("" if strip_suffix else "; try --strip-suffix")
-                )
-            if matching.missing:
-                message = f"{spec.name}: no output for {len(matching.missing)} of {len(input_files)} inputs: {', '.join(matching.missing[:10])}{' ...' if len(matching.missing) > 10 else ''}"
-                if strict:
-                    raise MetricInputError(message + " (--strict)")
-                log.warning(message)
-            if matching.extra:
-                log.warning("%s: %d output(s) match no input: %s", spec.name, len(matching.extra), ", ".join(matching.extra[:10]))
+                matching = matchings[spec.name]
             result = evaluator.evaluate(spec.name, [p for _, _, p in matching.pairs], real=real_files, matching=matching)
             columns.append(MethodColumn(spec.name, result, {n: p for n, _, p in matching.pairs}, spec.source))
 
@@ -174,5 +187,4 @@ def compare(
     }
     json_path = json_out if json_out is not None else out.with_suffix(".json")
     write_json(json_path, payload)
-    if str(json_path) != "-":
-        typer.echo(f"wrote {json_path}")
+    typer.echo(f"wrote {json_path}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -76,11 +75,7 @@ def print_results(results: list[SetResult], title: str) -> None:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     from brushwork.utils.files import atomic_write_text
 
-    text = json.dumps(payload, indent=2)
-    if str(path) == "-":
-        sys.stdout.write(text + "\n")
-    else:
-        atomic_write_text(path, text + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 @app.command()
@@ -88,7 +83,7 @@ def evaluate(
     real: Annotated[Path, Opt("--real", help="Folder of real images of the target domain (the reference set).")],
     fake: Annotated[Path, Opt("--fake", help="Folder of generated images to score.")],
     source: Annotated[Path | None, Opt("--source", help="Folder of the inputs the outputs were made from (SSIM, LPIPS by name).")] = None,
-    json_out: Annotated[Path | None, Opt("--json", help="Write the results as JSON here ('-' for stdout).")] = None,
+    json_out: Annotated[Path | None, Opt("--json", help="Write the results as JSON here.")] = None,
     metrics: Annotated[str | None, Opt("--metrics", help="Comma-separated subset of is,fid,kid,ssim,lpips (default: is,fid,kid, plus ssim and lpips with --source).")] = None,
     inception_weights: Annotated[Path | None, Opt("--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (else $BRUSHWORK_INCEPTION_WEIGHTS, then torch hub's cache, then a download).")] = None,
     device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
@@ -160,5 +155,4 @@ def evaluate(
             **{k: v for k, v in result.to_dict().items() if k != "name"},
         }
         write_json(json_out, payload)
-        if str(json_out) != "-":
-            typer.echo(f"wrote {json_out}")
+        typer.echo(f"wrote {json_out}")

@@ -364,7 +364,7 @@ def protocol_dict(extractor: InceptionExtractor | None) -> dict[str, Any]:
         "lpips": "torchmetrics LPIPS, AlexNet backbone, inputs in [0, 1]",
     })  # fmt: skip
     if extractor is not None:
-        out["weights_file"] = str(extractor.weights_path)
+        out["weights_file"] = str(extractor.weights_path.resolve())
         out["weights_sha256"] = extractor.weights_sha256
     return out
 
