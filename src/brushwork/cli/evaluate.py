@@ -43,6 +43,7 @@ def progress_factory(enabled: bool) -> Iterator[ProgressFactory | None]:
 
 def print_results(results: list[SetResult], title: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from brushwork.metrics.evaluate import summary_notes
@@ -65,11 +66,11 @@ def print_results(results: list[SetResult], title: str) -> None:
             else:
                 text = format_value(k, mv.value, mv.std)
                 cells.append(f"[bold green]{text} ★[/bold green]" if best.get(k) == mv.value else text)
-        table.add_row(r.name, *cells, str(r.n_outputs))
+        table.add_row(escape(r.name), *cells, str(r.n_outputs))
     console = Console(stderr=False)
     console.print(table)
     for text in summary_notes(results):
-        console.print(f"[yellow]note:[/yellow] {text}", markup=True, highlight=False)
+        console.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
