@@ -122,3 +122,17 @@ def test_lpips_with_local_backbone_matches_torchmetrics(tmp_path: Path) -> None:
         b.unsqueeze(0).float() / 255, a.unsqueeze(0).float() / 255, net_type="squeeze", normalize=True
     )
     assert ours > 0 and ours == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_metrics_import_nothing_from_training() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, brushwork.metrics, brushwork.metrics.report, brushwork.metrics.evaluate\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('brushwork.training', 'brushwork.methods'))))"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(src)})  # fmt: skip
+    assert done.stdout.strip() == "[]"

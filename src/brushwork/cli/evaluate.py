@@ -140,7 +140,7 @@ def evaluate(
     )
     # Check that every metric can run (image counts, weights) before the slow part.
     reasons = evaluator.plan(n_outputs=len(fake_files), n_real=len(real_files), n_pairs=len(matching.pairs) if matching else None, where="--fake")
-    if any(reasons.get(m, "skip") is None for m in ("is", "fid", "kid")):
+    if any(reasons.get(m, "not wanted") is None for m in ("is", "fid", "kid")):  # None: it can run
         evaluator.load_extractor()
     with progress_factory(progress) as factory:
         evaluator.progress = factory

@@ -159,6 +159,11 @@ class SetResult:
         }
 
 
+def _runs(reasons: dict[str, str | None], metric: str) -> bool:
+    """Whether ``metric`` was wanted and nothing stops it (see :meth:`Evaluator.plan`)."""
+    return metric in reasons and reasons[metric] is None
+
+
 class Evaluator:
     """Scores sets of output images against a reference set and against their inputs.
 
@@ -286,11 +291,11 @@ class Evaluator:
         result = SetResult(name, len(outputs), {})
         if matching is not None:
             result.missing, result.extra = list(matching.missing), list(matching.extra)
-        if any(reasons.get(m, "skip") is None for m in INCEPTION_METRICS):
+        if any(_runs(reasons, m) for m in INCEPTION_METRICS):
             fake = self.features(outputs, name)
-            real_feats = self.real_features(real) if real is not None and any(reasons.get(m, "skip") is None for m in ("fid", "kid")) else None
+            real_feats = self.real_features(real) if real is not None and any(_runs(reasons, m) for m in ("fid", "kid")) else None
             self._score_distribution(result, reasons, fake, real_feats)
-        if matching is not None and any(reasons.get(m, "skip") is None for m in CONTENT_METRICS):
+        if matching is not None and any(_runs(reasons, m) for m in CONTENT_METRICS):
             self._score_content(result, reasons, matching)
         for metric in self.wanted:
             if reasons[metric] is not None:
@@ -298,39 +303,29 @@ class Evaluator:
         result.metrics = {m: result.metrics[m] for m in self.wanted if m in result.metrics}
         return result
 
-    def evaluate_features(self, name: str, fake: InceptionFeatures, real: InceptionFeatures | None) -> SetResult:
-        """Score precomputed features (no content metrics): the training-time evaluation path."""
-        reasons = self.plan(n_outputs=len(fake), n_real=len(real) if real is not None else None, n_pairs=None, where=name)
-        result = SetResult(name, len(fake), {})
-        self._score_distribution(result, reasons, fake, real)
-        for metric in self.wanted:
-            if reasons[metric] is not None:
-                result.metrics.setdefault(metric, MetricValue(unavailable=reasons[metric]))
-        return result
-
     def _score_distribution(
         self, result: SetResult, reasons: dict[str, str | None], fake: InceptionFeatures, real: InceptionFeatures | None
     ) -> None:
-        if reasons.get("is", "skip") is None:
+        if _runs(reasons, "is"):
             score = inception_score(fake.logits)
             result.metrics["is"] = MetricValue(score.mean, score.std, len(fake), details={"splits": IS_SPLITS})
         if real is None:
             return
         n = min(len(fake), len(real))
-        if reasons.get("fid", "skip") is None:
+        if _runs(reasons, "fid"):
             result.metrics["fid"] = MetricValue(frechet_distance(fake.pool, real.pool), None, len(fake), details={"n_real": len(real)})
             if n < FID_RELIABLE_N:
                 result.warnings.append(SMALL_N_FID_WARNING)
-        if reasons.get("kid", "skip") is None:
+        if _runs(reasons, "kid"):
             kid = kernel_inception_distance(fake.pool, real.pool)
             result.metrics["kid"] = MetricValue(
                 kid.mean, kid.std, len(fake), details={"n_real": len(real), "subset_size": kid.subset_size, "subsets": KID_SUBSETS}
             )
 
     def _score_content(self, result: SetResult, reasons: dict[str, str | None], matching: Matching) -> None:
-        want_ssim = reasons.get("ssim", "skip") is None
+        want_ssim = _runs(reasons, "ssim")
         lpips = None
-        if reasons.get("lpips", "skip") is None:
+        if _runs(reasons, "lpips"):
             lpips, why = self.lpips()
             if lpips is None:
                 reasons["lpips"] = why
