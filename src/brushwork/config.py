@@ -187,7 +187,9 @@ class RunConfig:
     out: str = "runs/cyclegan"
     seed: int = 0
     device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
-    precision: str = "fp32"
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on CPUs with AMX/AVX512-bf16 and on CUDA)
+    channels_last: bool | None = None  # NHWC layout; None = on for CUDA, off on the CPU (measured slower)
+    compile: bool = False  # torch.compile every network (pays back on long runs)
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 5000
@@ -224,7 +226,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     method: str = "cyclegan"
-    data: DataConfig = field(default_factory=lambda: DataConfig(root="."))
+    data: DataConfig = field(default_factory=DataConfig)  # fails unless data is given
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

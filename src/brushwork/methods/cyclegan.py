@@ -53,6 +53,9 @@ class CycleGAN(Method):
         self.lambda_gp = objective.lambda_gp
         self.pool_a = ImagePool(objective.pool_size)  # fakes of domain A, F(b)
         self.pool_b = ImagePool(objective.pool_size)  # fakes of domain B, G(a)
+        # Passes of one network over two batches run as one batch when that is exact: with
+        # instance norm (or none) every sample is normalised on its own. Batch norm would mix them.
+        self.fuse_passes = model.norm != "batch"
         if self.lambda_idt > 0 and model.in_channels != model.out_channels:
             raise ValueError("identity loss needs in_channels == out_channels; set objective.lambda_identity=0")
 
@@ -68,9 +71,17 @@ class CycleGAN(Method):
 
     def _generator_loss(self, real_a: Tensor, real_b: Tensor, ctx: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         G, F_, D_A, D_B = (self.networks[k] for k in ("G", "F", "D_A", "D_B"))
-        fake_b = G(real_a)
+        n = real_a.shape[0]
+        idt_b = idt_a = None
+        if self.lambda_idt > 0 and self.fuse_passes:
+            # G(a) and G(b) share weights: one pass over both batches (exact, as every norm is per sample)
+            fake_b, idt_b = G(torch.cat([real_a, real_b])).split(n)
+            fake_a, idt_a = F_(torch.cat([real_b, real_a])).split(n)
+        else:
+            fake_b, fake_a = G(real_a), F_(real_b)
+            if self.lambda_idt > 0:
+                idt_b, idt_a = G(real_b), F_(real_a)
         rec_a = F_(fake_b)
-        fake_a = F_(real_b)
         rec_b = G(fake_a)
         losses: dict[str, Tensor] = {
             "G_gan": self.gan_loss(D_B(fake_b), True),
@@ -78,16 +89,20 @@ class CycleGAN(Method):
             "cycle_A": F.l1_loss(rec_a.float(), real_a.float()) * self.lambda_a,
             "cycle_B": F.l1_loss(rec_b.float(), real_b.float()) * self.lambda_b,
         }
-        if self.lambda_idt > 0:
-            losses["idt_B"] = F.l1_loss(G(real_b).float(), real_b.float()) * self.lambda_b * self.lambda_idt
-            losses["idt_A"] = F.l1_loss(F_(real_a).float(), real_a.float()) * self.lambda_a * self.lambda_idt
+        if idt_b is not None and idt_a is not None:
+            losses["idt_B"] = F.l1_loss(idt_b.float(), real_b.float()) * self.lambda_b * self.lambda_idt
+            losses["idt_A"] = F.l1_loss(idt_a.float(), real_a.float()) * self.lambda_a * self.lambda_idt
         ctx["fake_a"] = fake_a.detach()
         ctx["fake_b"] = fake_b.detach()
         total = torch.stack(list(losses.values())).sum()
         return total, losses
 
     def _d_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor | None]:
-        loss = 0.5 * (self.gan_loss(D(real), True) + self.gan_loss(D(fake), False))
+        if self.fuse_passes:
+            pred_real, pred_fake = D(torch.cat([real, fake.to(real.dtype)])).split(real.shape[0])
+        else:
+            pred_real, pred_fake = D(real), D(fake)
+        loss = 0.5 * (self.gan_loss(pred_real, True) + self.gan_loss(pred_fake, False))
         if self.gan_loss.mode == "wgangp":
             gp = gradient_penalty(D, real, fake) * self.lambda_gp
             return loss + gp, gp

@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Does the fast path train the same model? Loss curves of fp32 and the fast path side by side.
+
+Trains the default CycleGAN on monet2photo-small (crop 128) for N iterations three times: fp32
+with seed 0, fp32 with seed 1 (the run-to-run noise), and the fast path with seed 0. Prints the
+windowed mean of every loss for each run, and the gap between fast and fp32 next to the gap
+between the two fp32 seeds. The fast path is "within noise" when its gap is of the same order.
+
+    python benchmarks/quality_parity.py --steps 300 --data ../shared/data/monet2photo-small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RUNS = {
+    "fp32_seed0": ["--precision", "fp32", "--no-channels-last", "--seed", "0"],
+    "fp32_seed1": ["--precision", "fp32", "--no-channels-last", "--seed", "1"],
+    "fast_seed0": ["--seed", "0"],  # the defaults
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "monet2photo-small")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--window", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (runs go in parallel)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="parity-"))
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    procs = {}
+    for name, extra in RUNS.items():
+        cmd = [sys.executable, "-m", "brushwork", "train", "--data", str(args.data), "--out", str(out / name),
+               "--crop-size", str(args.crop), "--load-size", str(int(args.crop * 286 / 256)), "--steps", str(args.steps),
+               "--log-every", "1", "--sample-every", str(args.steps), "--checkpoint-every", str(args.steps),
+               "--no-progress", "--no-tensorboard", "--workers", "0", *extra]  # fmt: skip
+        procs[name] = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for name, proc in procs.items():
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            sys.exit(f"{name} failed:\n{err}")
+
+    logs = {name: [json.loads(line) for line in (out / name / "log.jsonl").read_text().splitlines()] for name in RUNS}
+    keys = [k for k in logs["fp32_seed0"][0] if k not in ("step", "kind", "epoch", "lr", "it_per_s")]
+    windows = range(0, args.steps, args.window)
+    print(f"{args.steps} iterations, crop {args.crop}, window means of {args.window} iterations; runs in {out}")
+    summary = {}
+    for key in keys:
+        means = {name: [statistics.fmean(r[key] for r in log[w : w + args.window]) for w in windows] for name, log in logs.items()}
+        noise = statistics.fmean(abs(a - b) for a, b in zip(means["fp32_seed0"], means["fp32_seed1"], strict=True))
+        gap = statistics.fmean(abs(a - b) for a, b in zip(means["fp32_seed0"], means["fast_seed0"], strict=True))
+        summary[key] = {"fast_vs_fp32": gap, "seed_vs_seed": noise, **{n: m for n, m in means.items()}}
+        cells = " ".join(f"{m:7.3f}" for m in means["fast_seed0"])
+        ref = " ".join(f"{m:7.3f}" for m in means["fp32_seed0"])
+        print(f"{key:>8}  fp32: {ref}\n{'':>8}  fast: {cells}\n{'':>8}  |fast-fp32| {gap:.3f}  vs  |seed1-seed0| {noise:.3f}")
+    (out / "parity.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Seconds per CycleGAN training iteration and peak memory, for several variants side by side.
+
+Each (variant, crop) measurement runs in its own child process (so peak memory is its own), and
+rounds alternate between variants so that a noisy, shared machine affects them alike. Prints the
+median seconds per iteration over all timed iterations of all rounds, the peak memory, and the
+ratio of every variant to the first.
+
+    python benchmarks/train_step.py                         # plain vs fast, crops 128 and 256
+    python benchmarks/train_step.py --crops 256 --iters 5 --rounds 3
+    python benchmarks/train_step.py --variants plain --batch-size 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# A variant is a set of run/config overrides. "plain" is the reference code path: fp32, eager.
+VARIANTS: dict[str, dict[str, dict[str, object]]] = {
+    "plain": {"run": {"precision": "fp32", "channels_last": False, "compile": False}},
+    "bf16": {"run": {"precision": "auto", "channels_last": False, "compile": False}},
+    "cl": {"run": {"precision": "fp32", "channels_last": True, "compile": False}},
+    "bf16cl": {"run": {"precision": "auto", "channels_last": True, "compile": False}},
+    "compile": {"run": {"precision": "auto", "channels_last": True, "compile": True}},
+    "fast": {"run": {"precision": "auto", "channels_last": None, "compile": False}},  # the defaults
+}
+
+
+def child(variant: str, crop: int, batch: int, iters: int, warmup: int, device_name: str) -> dict[str, object]:
+    import torch
+
+    from brushwork.config import resolve_train_config
+    from brushwork.methods import build_method
+    from brushwork.training.trainer import Trainer
+    from brushwork.utils.device import resolve_device
+
+    device = resolve_device(device_name)
+    overrides: dict[str, dict[str, object]] = {
+        "data": {"root": ".", "load_size": crop, "crop_size": crop, "batch_size": batch},
+        "run": {"progress": False, "tensorboard": False, "device": device_name},
+    }
+    for section, values in VARIANTS[variant].items():
+        overrides.setdefault(section, {}).update(values)
+    cfg = resolve_train_config(overrides=overrides)
+    torch.manual_seed(0)
+    method = build_method(cfg)
+    trainer = Trainer(method, cfg, None, device=device)  # synthetic batches: no data set needed
+    batch = {k: (torch.rand(batch, 3, crop, crop) * 2 - 1).to(device) for k in ("A", "B")}
+    times = []
+    for i in range(warmup + iters):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        trainer.train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_gpu = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+    return {"times": times, "peak_rss": peak_rss, "peak_gpu": peak_gpu, "device": str(device),
+            "precision": str(trainer.autocast_dtype).replace("torch.", "")}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="plain,fast", help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--crops", default="128,256")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    crops = [int(c) for c in args.crops.split(",")]
+    if args.child:
+        print(json.dumps(child(variants[0], crops[0], args.batch_size, args.iters, args.warmup, args.device)))
+        return
+
+    results: dict[tuple[str, int], list[dict[str, object]]] = {}
+    for _ in range(args.rounds):
+        for crop in crops:
+            for variant in variants:
+                cmd = [sys.executable, __file__, "--child", "--variants", variant, "--crops", str(crop),
+                       "--batch-size", str(args.batch_size), "--iters", str(args.iters), "--warmup", str(args.warmup),
+                       "--device", args.device]  # fmt: skip
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout
+                results.setdefault((variant, crop), []).append(json.loads(out.strip().splitlines()[-1]))
+
+    import torch
+
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, batch {args.batch_size}, "
+          f"{args.rounds} rounds x {args.iters} timed iterations (after {args.warmup} warm-up)")  # fmt: skip
+    print(f"{'crop':>5} {'variant':>8} {'device':>6} {'dtype':>9} {'s/iter':>8} {'it/s':>7} {'peak RSS':>9} {'peak GPU':>9} {'speed-up':>8}")
+    summary = []
+    for crop in crops:
+        base = None
+        for variant in variants:
+            runs = results[(variant, crop)]
+            times = [t for r in runs for t in r["times"]]  # type: ignore[union-attr]
+            median = statistics.median(times)
+            base = base or median
+            rss = max(int(r["peak_rss"]) for r in runs) / 2**30  # type: ignore[arg-type]
+            gpu = max(int(r["peak_gpu"] or 0) for r in runs) / 2**30  # type: ignore[arg-type]
+            print(f"{crop:>5} {variant:>8} {runs[0]['device']:>6} {runs[0]['precision']:>9} {median:>8.3f} {1 / median:>7.2f} "
+                  f"{rss:>8.2f}G {gpu:>8.2f}G {base / median:>7.2f}x")  # fmt: skip
+            summary.append({"crop": crop, "variant": variant, "median_s": median, "peak_rss_gib": rss, "peak_gpu_gib": gpu,
+                            "speedup": base / median, "batch_size": args.batch_size})  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m brushwork`` runs the console script."""
+
+from brushwork.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The built-in example: a procedural painting style learnt from unpaired images, no data needed."""

@@ -1,0 +1,258 @@
+"""CycleGAN losses, the method-agnostic trainer, checkpoints and exact resumption."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from brushwork.config import resolve_train_config
+from brushwork.data.builders import build_unpaired
+from brushwork.methods import build_method
+from brushwork.methods.pool import ImagePool
+from brushwork.training import checkpoint as ckpt
+from brushwork.training.logger import read_log
+from brushwork.training.run import run_training
+from brushwork.training.trainer import RunFolderError, Trainer
+from tests.conftest import REPO, tiny_overrides
+
+
+def make_trainer(data: Path, out: Path, **overrides: object) -> Trainer:
+    values = tiny_overrides(data, out)
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        values.setdefault(section, {})[key] = value  # type: ignore[index]
+    cfg = resolve_train_config(overrides=values)
+    torch.manual_seed(cfg.run.seed)
+    method = build_method(cfg)
+    return Trainer(method, cfg, build_unpaired(config=cfg.data, seed=0), device=torch.device("cpu"))
+
+
+def test_generator_loss_is_the_papers_objective(tiny_data: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(tiny_data, tmp_path / "run")
+    m = trainer.method
+    G, F_, D_A, D_B = (m.networks[k] for k in ("G", "F", "D_A", "D_B"))
+    torch.manual_seed(1)
+    a, b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    total, parts = m.phase_loss("generators", {"A": a, "B": b}, {})
+    mse_to_1 = lambda p: ((p - 1) ** 2).mean()  # noqa: E731
+    expected = (
+        mse_to_1(D_B(G(a))) + mse_to_1(D_A(F_(b)))
+        + 10 * (F_(G(a)) - a).abs().mean() + 10 * (G(F_(b)) - b).abs().mean()
+        + 10 * 0.5 * (G(b) - b).abs().mean() + 10 * 0.5 * (F_(a) - a).abs().mean()
+    )  # fmt: skip
+    assert torch.allclose(total, expected, rtol=1e-5)
+    assert set(parts) == {"G_gan", "F_gan", "cycle_A", "cycle_B", "idt_A", "idt_B"}
+
+
+def test_discriminator_loss_is_half_real_plus_fake(tiny_data: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(tiny_data, tmp_path / "run", objective__pool_size=0)
+    m = trainer.method
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    fa, fb = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    total, parts = m.phase_loss("discriminators", {"A": a, "B": b}, {"fake_a": fa, "fake_b": fb})
+    D_A, D_B = m.networks["D_A"], m.networks["D_B"]
+    expected_b = 0.5 * (((D_B(b) - 1) ** 2).mean() + (D_B(fb) ** 2).mean())
+    expected_a = 0.5 * (((D_A(a) - 1) ** 2).mean() + (D_A(fa) ** 2).mean())
+    assert torch.allclose(parts["D_B"], expected_b) and torch.allclose(parts["D_A"], expected_a)
+    assert torch.allclose(total, expected_a + expected_b)
+
+
+def test_discriminators_are_frozen_while_generators_train(tiny_data: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(tiny_data, tmp_path / "run")
+    seen: dict[str, dict[str, bool]] = {}
+    original = trainer.method.phase_loss
+
+    def spy(phase, batch, ctx):  # type: ignore[no-untyped-def]
+        seen[phase] = {k: next(n.parameters()).requires_grad for k, n in trainer.method.networks.items()}
+        return original(phase, batch, ctx)
+
+    trainer.method.phase_loss = spy  # type: ignore[method-assign]
+    before = {k: [p.clone() for p in n.parameters()] for k, n in trainer.method.networks.items()}
+    batch = {"A": torch.rand(2, 3, 32, 32) * 2 - 1, "B": torch.rand(2, 3, 32, 32) * 2 - 1}
+    losses = trainer.train_step(batch)  # batch size 2
+    assert seen["generators"] == {"G": True, "F": True, "D_B": False, "D_A": False}
+    assert seen["discriminators"] == {"G": False, "F": False, "D_B": True, "D_A": True}
+    for name, net in trainer.method.networks.items():
+        assert any(not torch.equal(p0, p1) for p0, p1 in zip(before[name], net.parameters(), strict=True)), name
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+@pytest.mark.parametrize("gan_mode", ["vanilla", "wgangp"])
+def test_other_gan_modes_train(tiny_data: Path, tmp_path: Path, gan_mode: str) -> None:
+    trainer = make_trainer(tiny_data, tmp_path / "run", objective__gan_mode=gan_mode)
+    losses = trainer.train_step({"A": torch.rand(1, 3, 32, 32), "B": torch.rand(1, 3, 32, 32)})
+    assert ("gp" in losses) == (gan_mode == "wgangp")
+
+
+def test_image_pool() -> None:
+    assert torch.equal(ImagePool(0).query(x := torch.rand(3, 3, 2, 2)), x)
+    pool = ImagePool(4)
+    first = torch.rand(4, 3, 2, 2)
+    assert torch.equal(pool.query(first), first)  # filling: returned as is
+    torch.manual_seed(0)
+    returned_old = 0
+    for _ in range(200):
+        new = torch.rand(1, 3, 2, 2)
+        out = pool.query(new)
+        returned_old += int(not torch.equal(out, new))
+    assert 70 < returned_old < 130  # about half the time an older image comes back
+
+
+def test_linear_schedule_matches_reference(tiny_data: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(tiny_data, tmp_path / "run", optim__epochs=2, optim__epochs_decay=2)
+    sched = trainer.schedulers["generators"]
+    lrs = []
+    for _ in range(4):
+        lrs.append(sched.get_last_lr()[0])
+        sched.step()
+    assert lrs == pytest.approx([2e-4, 2e-4, 2e-4 * 2 / 3, 2e-4 / 3])
+
+
+@pytest.mark.parametrize("policy", ["step", "cosine", "plateau", "constant"])
+def test_other_schedules_step(tiny_data: Path, tmp_path: Path, policy: str) -> None:
+    cfg = resolve_train_config(
+        overrides=tiny_overrides(tiny_data, tmp_path / policy, checkpoint_every=5) | {"optim": {"lr_policy": policy, "max_steps": 10, "epochs": 1, "epochs_decay": 1}}
+    )
+    result = run_training(cfg)
+    assert result.step == 10 and len(read_log(tmp_path / policy / "log.jsonl")) == 10
+
+
+def test_run_writes_everything(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = resolve_train_config(overrides=tiny_overrides(tiny_data, out, sample_every=3, checkpoint_every=4, keep_checkpoints=2, tensorboard=True) | {"optim": {"max_steps": 9}})
+    result = run_training(cfg)
+    assert result.step == 9 and not result.interrupted
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000008.pt", "step_00000009.pt"]  # last K kept
+    assert {p.name for p in (out / "samples").iterdir()} == {"step_00000003.png", "step_00000006.png", "step_00000009.png"}
+    assert (out / "config.yaml").is_file() and any((out / "tensorboard").iterdir())
+    log = read_log(out / "log.jsonl")
+    assert [r["step"] for r in log] == list(range(1, 10)) and {"G_gan", "cycle_A", "D_A", "lr"} <= set(log[0])
+    assert set(result.releases) == {"AtoB", "BtoA"}
+    with pytest.raises(RunFolderError, match="already holds checkpoints; pass --resume"):
+        run_training(cfg)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "brushwork", *args]
+
+
+def _train_args(data: Path, out: Path, steps: int) -> list[str]:
+    return [
+        "train", "--data", str(data), "--out", str(out), "--steps", str(steps), "--crop-size", "32",
+        "--load-size", "36", "--generator", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--workers", "0",
+        "--log-every", "1", "--checkpoint-every", "5", "--sample-every", "1000", "--epochs", "1",
+        "--epochs-decay", "2", "--no-progress", "--no-tensorboard",
+    ]  # fmt: skip
+
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def _losses(path: Path) -> list[dict[str, object]]:
+    return [{k: v for k, v in r.items() if k != "it_per_s"} for r in read_log(path)]
+
+
+def test_sigkill_and_resume_gives_identical_losses(tiny_data: Path, tmp_path: Path) -> None:
+    """A run killed with SIGKILL mid-training and resumed logs exactly the uninterrupted run's losses."""
+    steps = 24  # 9 samples per epoch: the run crosses epoch boundaries and a learning-rate decay
+    subprocess.run(_cli(*_train_args(tiny_data, tmp_path / "whole", steps)), check=True, env=ENV, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*_train_args(tiny_data, killed, steps)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoints" / "step_00000010.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.list_checkpoints(killed)[-1].name != f"step_{steps:08d}.pt"
+
+    subprocess.run(_cli(*_train_args(tiny_data, killed, steps), "--resume"), check=True, env=ENV, capture_output=True)
+    whole, resumed = _losses(tmp_path / "whole" / "log.jsonl"), _losses(killed / "log.jsonl")
+    assert len(whole) == steps
+    assert resumed == whole
+
+
+def test_ctrl_c_saves_a_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cli(*_train_args(tiny_data, out, 100000)), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "log.jsonl").exists() or len((out / "log.jsonl").read_text().splitlines()) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    saved = ckpt.list_checkpoints(out)
+    assert saved, output
+    step = int(torch.load(saved[-1], weights_only=False)["step"])
+    assert step >= 3 and f"stopped at step {step}" in output
+
+
+def test_corrupt_checkpoint_on_resume_is_reported_and_kept(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    subprocess.run(_cli(*_train_args(tiny_data, out, 10)), check=True, env=ENV, capture_output=True)
+    latest = ckpt.list_checkpoints(out)[-1]
+    latest.write_bytes(latest.read_bytes()[:1000])
+    before = sorted((p.name, p.stat().st_size) for p in (out / "checkpoints").iterdir())
+    proc = subprocess.run(_cli(*_train_args(tiny_data, out, 20), "--resume"), env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"checkpoint {latest} is corrupt or truncated" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted((p.name, p.stat().st_size) for p in (out / "checkpoints").iterdir()) == before
+
+    missing = subprocess.run(_cli(*_train_args(tiny_data, tmp_path / "empty", 5), "--resume"), env=ENV, capture_output=True, text=True)
+    assert missing.returncode == 2 and "no checkpoint in" in missing.stderr
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = make_trainer(tiny_data, tmp_path / "run", run__keep_checkpoints=1)
+    trainer.run_dir.mkdir(parents=True)
+    trainer.step = 1
+    first = trainer.save()
+    good = first.read_bytes()
+
+    def full_disk(obj: object, f: object, *a: object, **k: object) -> None:
+        Path(str(f)).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk)
+    trainer.step = 2
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save()
+    assert sorted(p.name for p in (trainer.run_dir / "checkpoints").iterdir()) == [first.name]  # no temp file left
+    assert first.read_bytes() == good
+    monkeypatch.undo()
+    assert ckpt.load_checkpoint(first)["step"] == 1
+
+
+def test_bad_data_folder_is_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run(_cli("train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")), env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: data folder") and "trainA" in proc.stderr and "Traceback" not in proc.stderr
+    bad = subprocess.run(_cli("train", "--data", "x", "--crop-size", "512"), env=ENV, capture_output=True, text=True)
+    assert bad.returncode == 2 and "data.crop_size=512 is larger than data.load_size=286" in bad.stderr
+
+
+def test_fused_passes_compute_the_same_losses(tiny_data: Path, tmp_path: Path) -> None:
+    """Batching the passes that share weights changes speed, not the numbers."""
+    trainer = make_trainer(tiny_data, tmp_path / "run", objective__pool_size=0)
+    m = trainer.method
+    torch.manual_seed(3)
+    batch = {"A": torch.rand(2, 3, 32, 32) * 2 - 1, "B": torch.rand(2, 3, 32, 32) * 2 - 1}
+    results = []
+    for fuse in (True, False):
+        m.fuse_passes = fuse
+        ctx: dict[str, object] = {}
+        _, g_parts = m.phase_loss("generators", batch, ctx)
+        _, d_parts = m.phase_loss("discriminators", batch, ctx)
+        results.append({**{k: float(v) for k, v in g_parts.items()}, **{k: float(v) for k, v in d_parts.items()}})
+    assert results[0] == pytest.approx(results[1], rel=1e-5)
