@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_images, write_tiny_release
+from metrics_helpers import write_images, write_tiny_release
 from PIL import Image, ImageFilter
 
 from brushwork.cli import main

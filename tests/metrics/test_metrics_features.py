@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_images
+from metrics_helpers import write_images
 from PIL import Image, ImageFilter
 
 from brushwork.metrics import (

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_images
+from metrics_helpers import write_images
 
 from brushwork.config import ConfigError, TrainConfig, build_dataclass, resolve_train_config
 from brushwork.metrics.weights import InceptionWeightsError
