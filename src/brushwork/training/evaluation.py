@@ -1,7 +1,7 @@
 """Evaluation during training: KID and FID of every generator direction on the test split.
 
 Every ``eval.every`` steps the hook translates the test images of each direction's source domain
-(resized to the training crop size, as at test time), computes KID and FID of the translations
+(resized to the training crop size, as at test time, in float32 whatever the training precision), computes KID and FID of the translations
 against the real test images of the target domain, and keeps the best generator so far by
 ``eval.metric`` as a release folder ``RUN/best/<direction>/`` with a ``best.json`` beside it.
 The real images' features are computed once per run (and cached on disk between runs).
@@ -96,9 +96,7 @@ class EvaluationHook:
         with torch.no_grad():
             for i in range(0, images.shape[0], batch):
                 x = uint8_to_unit(images[i : i + batch]).to(trainer.device)
-                with trainer._autocast():
-                    y = net(x)
-                out.extend(unit_to_uint8(y).cpu())
+                out.extend(unit_to_uint8(net(x)).cpu())  # float32, as inference runs it
         return out
 
     def _load_best(self, run_dir: Path, directions: list[str]) -> dict[str, dict[str, Any]]:
