@@ -207,6 +207,23 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation on the test split during training (KID/FID of each direction; 0 = off)."""
+
+    every: int = 0  # evaluate every N steps; 0 turns it off
+    metric: str = "kid"  # the metric that picks the best checkpoint (lower is better): kid|fid
+    max_images: int | None = None  # use at most this many test images per domain
+    inception_weights: str | None = None  # else $BRUSHWORK_INCEPTION_WEIGHTS or torch hub's cache
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 0, f"eval.every must be >= 0 (0 = off), got {self.every}")
+        _one_of("eval.metric", self.metric, ("kid", "fid"))
+        _check(self.max_images is None or self.max_images >= 2, f"eval.max_images must be >= 2, got {self.max_images}")
+        _check(self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     method: str = "cyclegan"
     data: DataConfig = field(default_factory=DataConfig)  # fails unless data is given
@@ -214,6 +231,7 @@ class TrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

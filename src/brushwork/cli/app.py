@@ -21,9 +21,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = ()
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from brushwork.cli.compare import MethodSpecError
     from brushwork.config import ConfigError
     from brushwork.data.imageio import ImageReadError, ImageWriteError
     from brushwork.data.unpaired import DatasetError
+    from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
     from brushwork.training.checkpoint import CheckpointError
@@ -31,7 +33,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
-        CheckpointError, RunFolderError, *USER_ERRORS,
+        CheckpointError, RunFolderError, InceptionWeightsError, MetricInputError, MetricUnavailable,
+        MethodSpecError, *USER_ERRORS,
     )  # fmt: skip
 
 

@@ -63,6 +63,10 @@ def train(
     keep_checkpoints: Annotated[int | None, Opt(help="Keep the newest K checkpoints.")] = None,
     no_tensorboard: Annotated[bool, Opt("--no-tensorboard", help="Do not write TensorBoard logs.")] = False,
     no_progress: Annotated[bool, Opt("--no-progress", help="No progress bar.")] = False,
+    eval_every: Annotated[int | None, Opt("--eval-every", help="Evaluate KID/FID on the test split every N steps and keep the best model (0 = off).")] = None,
+    eval_metric: Annotated[str | None, Opt("--eval-metric", help="kid | fid: picks the best model (RUN/best/<direction>/).")] = None,
+    eval_max_images: Annotated[int | None, Opt("--eval-max-images", help="Evaluate on at most N test images per domain.")] = None,
+    inception_weights: Annotated[Path | None, Opt("--inception-weights", help="Inception weights file for --eval-every (see brushwork evaluate).")] = None,
     set_: Annotated[list[str] | None, Opt("--set", help="Any setting as section.key=value (repeatable).")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v")] = False,
 ) -> None:
@@ -116,6 +120,10 @@ def train(
         ("run.keep_checkpoints", keep_checkpoints),
         ("run.tensorboard", False if no_tensorboard else None),
         ("run.progress", False if no_progress else None),
+        ("eval.every", eval_every),
+        ("eval.metric", eval_metric),
+        ("eval.max_images", eval_max_images),
+        ("eval.inception_weights", str(inception_weights) if inception_weights else None),
     ]:
         _put(overrides, dotted, value)
     if (data_a is None) != (data_b is None):

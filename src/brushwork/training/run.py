@@ -11,7 +11,7 @@ from brushwork.config import TrainConfig, build_dataclass, load_yaml
 from brushwork.data.builders import build_training_data
 from brushwork.methods import build_method
 from brushwork.training.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
-from brushwork.training.trainer import Trainer, TrainResult, _unwrap, export_releases
+from brushwork.training.trainer import Trainer, TrainerHook, TrainResult, _unwrap, export_releases
 from brushwork.utils.device import resolve_device
 from brushwork.utils.seed import seed_everything
 
@@ -29,7 +29,12 @@ def run_training(config: TrainConfig, *, resume: str | Path | None = None) -> Tr
     data = build_training_data(method.dataset_kind, config.data, config.run.seed)
     log.info("data: %s", data.description)
     log.info("device: %s, precision: %s", device, config.run.precision)
-    trainer = Trainer(method, config, data, device=device, resume=resume)
+    hooks: list[TrainerHook] = []
+    if config.eval.every > 0:
+        from brushwork.training.evaluation import EvaluationHook
+
+        hooks.append(EvaluationHook(config, device=device))
+    trainer = Trainer(method, config, data, device=device, resume=resume, hooks=hooks)
     result = trainer.fit()
     if data.skipped:
         log.warning("skipped %d unreadable image(s): %s", len(data.skipped), ", ".join(map(str, data.skipped[:5])))

@@ -14,7 +14,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -362,10 +362,14 @@ class Trainer:
         return export_releases(self.method, self.config, self.run_dir / "release", step=self.step, run_dir=self.run_dir)
 
 
-def export_releases(method: Method, config: TrainConfig, out_root: Path, *, step: int, run_dir: Path) -> dict[str, Path]:
-    """Write ``out_root/<direction>/`` for every generator the method releases."""
+def export_releases(
+    method: Method, config: TrainConfig, out_root: Path, *, step: int, run_dir: Path, directions: Collection[str] | None = None
+) -> dict[str, Path]:
+    """Write ``out_root/<direction>/`` for every generator the method releases (or those in ``directions``)."""
     out: dict[str, Path] = {}
     for direction, spec in method.release_specs().items():
+        if directions is not None and direction not in directions:
+            continue
         net = _unwrap(method.networks[spec.network])
         release = release_config_for(
             spec.architecture,
