@@ -35,11 +35,12 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (runs go in parallel)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--analyze", action="store_true", help="only read the logs already in --out (up to their common length)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="parity-"))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     procs = {}
-    for name, extra in RUNS.items():
+    for name, extra in ({} if args.analyze else RUNS).items():
         cmd = [sys.executable, "-m", "brushwork", "train", "--data", str(args.data), "--out", str(out / name),
                "--crop-size", str(args.crop), "--load-size", str(int(args.crop * 286 / 256)), "--steps", str(args.steps),
                "--log-every", "1", "--sample-every", str(args.steps), "--checkpoint-every", str(args.steps),
@@ -51,6 +52,11 @@ def main() -> None:
             sys.exit(f"{name} failed:\n{err}")
 
     logs = {name: [json.loads(line) for line in (out / name / "log.jsonl").read_text().splitlines()] for name in RUNS}
+    steps = min(len(log) for log in logs.values())
+    if steps < args.window:
+        sys.exit(f"only {steps} iterations logged in every run; need at least one window of {args.window}")
+    logs = {name: log[:steps] for name, log in logs.items()}
+    args.steps = steps - steps % args.window
     keys = [k for k in logs["fp32_seed0"][0] if k not in ("step", "kind", "epoch", "lr", "it_per_s")]
     windows = range(0, args.steps, args.window)
     print(f"{args.steps} iterations, crop {args.crop}, window means of {args.window} iterations; runs in {out}")
