@@ -223,12 +223,18 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # the loop
 
+    @property
+    def _data(self) -> TrainingData:
+        if self.data is None:
+            raise ValueError("this Trainer was built without training data; only train_step() can be used")
+        return self.data
+
     def _loader(self) -> DataLoader[dict[str, Tensor]]:
         workers = self.config.data.num_workers
         return DataLoader(
-            self.data.dataset,
+            self._data.dataset,
             batch_size=self.config.data.batch_size,
-            sampler=self.data.sampler,  # type: ignore[arg-type]
+            sampler=self._data.sampler,  # type: ignore[arg-type]
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
@@ -241,7 +247,7 @@ class Trainer:
         loader = self._loader()
         while self.step < self.total_steps:
             done_in_epoch = self.step - self.epoch * self.steps_per_epoch
-            self.data.sampler.set_epoch(self.epoch, skip=done_in_epoch * self.config.data.batch_size)
+            self._data.sampler.set_epoch(self.epoch, skip=done_in_epoch * self.config.data.batch_size)
             for batch in loader:
                 yield batch
                 if self.step >= self.total_steps:
@@ -265,8 +271,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def fit(self) -> TrainResult:
-        if self.data is None:
-            raise ValueError("Trainer.fit() needs training data")
+        skipped = len(self._data.skipped)
         self._prepare_run_dir()
         resumed_from = None
         if self.resume is not None:
@@ -320,7 +325,7 @@ class Trainer:
         finally:
             logger.close()
         if self.step == 0:
-            return TrainResult(self.run_dir, 0, self.epoch, interrupted, {}, len(self.data.skipped))
+            return TrainResult(self.run_dir, 0, self.epoch, interrupted, {}, skipped)
         if not list_checkpoints(self.run_dir) or list_checkpoints(self.run_dir)[-1].name != f"step_{self.step:08d}.pt":
             self.save()
         releases: dict[str, Path] = {}
@@ -328,7 +333,7 @@ class Trainer:
             self.save_samples()
             if run.export_at_end:
                 releases = self.export()
-        return TrainResult(self.run_dir, self.step, self.epoch, interrupted, releases, len(self.data.skipped))
+        return TrainResult(self.run_dir, self.step, self.epoch, interrupted, releases, skipped)
 
     def _run_hook(self, hook: TrainerHook) -> dict[str, float]:
         self.method.train(False)
@@ -346,7 +351,7 @@ class Trainer:
         return path
 
     def save_samples(self) -> Path:
-        batch = {k: v.to(self.device, memory_format=self.memory_format) for k, v in self.data.sample_batch.items()}
+        batch = {k: v.to(self.device, memory_format=self.memory_format) for k, v in self._data.sample_batch.items()}
         self.method.train(False)
         try:
             with self._autocast():
