@@ -103,7 +103,7 @@ class ModelConfig:
         _check(
             is_valid_generator_name(self.generator),
             f"model.generator={self.generator!r} is not valid; expected resnet_<N>blocks "
-            "(resnet_9blocks, resnet_6blocks) or unet_128, unet_256",
+            "(resnet_9blocks, resnet_6blocks) or unet_<2^k> (unet_128, unet_256)",
         )
         _one_of("model.discriminator", self.discriminator, ("basic", "n_layers", "pixel"))
         _one_of("model.norm", self.norm, NORMS)
