@@ -24,6 +24,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.config import ConfigError
     from brushwork.data.imageio import ImageReadError, ImageWriteError
     from brushwork.data.unpaired import DatasetError
+    from brushwork.inference.io import OutputFolderError
+    from brushwork.inference.sources import DownloadError, ModelSourceError
+    from brushwork.inference.stylizer import ImageTooSmallError
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
     from brushwork.training.checkpoint import CheckpointError
@@ -31,7 +34,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
-        CheckpointError, RunFolderError, *USER_ERRORS,
+        CheckpointError, RunFolderError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError,
+        *USER_ERRORS,
     )  # fmt: skip
 
 
