@@ -70,6 +70,10 @@ def stylize(
         f"{len(report.written)} written, {len(report.skipped)} skipped (exist; --overwrite to replace), "
         f"{len(report.failed)} failed in {report.seconds:.1f} s ({rate:.2f} images/s) -> {out}"
     )
+    if report.warnings:
+        typer.echo("warnings:", err=True)
+        for message in report.warnings:
+            typer.echo(f"  {message}", err=True)
     if report.failed:
         typer.echo("failed:", err=True)
         for _, message in report.failed:

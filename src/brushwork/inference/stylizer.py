@@ -17,6 +17,7 @@ an image would not fit the memory budget.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -105,7 +106,8 @@ class Stylizer:
     forward pass), ``memory_budget`` (bytes for one forward pass; None: :func:`default_memory_budget`),
     ``tile_size`` (force tiles of this side), ``tile_overlap``, ``stats`` / ``stats_size`` (how
     tiled images get their instance-norm statistics, see :mod:`brushwork.inference.tiling`),
-    ``compile`` (``torch.compile`` the network; pays back only over many images).
+    ``compile`` (``torch.compile`` the network; pays back only over many images), ``copy_model``
+    (work on a copy, so that the network passed in is not cast or moved).
     """
 
     def __init__(
@@ -119,10 +121,11 @@ class Stylizer:
         batch_size: int = 4,
         memory_budget: int | None = None,
         tile_size: int | None = None,
-        tile_overlap: int = 128,
+        tile_overlap: int = 160,
         stats: str = "downscale",
         stats_size: int | None = None,
         compile: bool = False,
+        copy_model: bool = True,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -137,6 +140,8 @@ class Stylizer:
         self.channels_last = channels_last
         self.config = config
         self.multiple = int(config.preprocessing.size_multiple)
+        if copy_model:  # casting and moving are in place; the caller's network stays as it was
+            model = copy.deepcopy(model)
         model = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -171,7 +176,7 @@ class Stylizer:
         from brushwork.inference.sources import load_source
 
         model, config = load_source(source, direction=direction, norm=norm, checkpoint=checkpoint, download=download)
-        return cls(model, config, **kwargs)
+        return cls(model, config, copy_model=False, **kwargs)
 
     @property
     def precision(self) -> str:
@@ -357,7 +362,7 @@ class _Prepared:
             scaled = np.concatenate([scaled, self.meta["alpha_raw"][:, :, None].astype(scaled.dtype)], axis=2)
         if self.kind == "numpy":
             return scaled.astype(self.meta["dtype"], copy=False)
-        tensor = torch.from_numpy(np.ascontiguousarray(scaled)).permute(2, 0, 1)
+        tensor = torch.from_numpy(np.array(scaled, copy=True)).permute(2, 0, 1)
         return tensor.to(device=self.meta["device"], dtype=self.meta["torch_dtype"])
 
 
