@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _inference_helpers import tiny_generator, tiny_release
 from PIL import Image
 
+from _inference_helpers import tiny_generator, tiny_release
 from brushwork.inference import Stylizer
 from brushwork.inference.stylizer import ImageTooSmallError, resolve_inference_precision
 from brushwork.utils.device import cpu_supports_bf16
@@ -69,7 +69,7 @@ def test_grayscale_and_16_bit_inputs(stylizer: Stylizer) -> None:
 def test_float_and_tensor_inputs_keep_their_kind(stylizer: Stylizer) -> None:
     f = rgb_array().astype(np.float32) / 255
     out = stylizer(f)
-    assert out.dtype == np.float32 and out.shape == f.shape and 0 <= out.min() and out.max() <= 1
+    assert out.dtype == np.float32 and out.shape == f.shape and out.min() >= 0 and out.max() <= 1
     t = torch.from_numpy(f).permute(2, 0, 1)
     out_t = stylizer(t)
     assert out_t.dtype == torch.float32 and out_t.shape == t.shape

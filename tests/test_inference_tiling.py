@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
-from _inference_helpers import tiny_generator
 from torch import nn
 
+from _inference_helpers import tiny_generator
 from brushwork.inference import Stylizer
-from brushwork.inference.tiling import StatsNorm, frozen_norm_statistics, plan_tiles, tile_starts
+from brushwork.inference.tiling import StatsNorm, frozen_norm_statistics, tile_starts
 
 
 @pytest.mark.parametrize(("length", "tile", "overlap"), [(100, 100, 16), (1000, 256, 64), (1004, 512, 128), (260, 128, 64)])
@@ -16,7 +18,7 @@ def test_tiles_cover_the_image_on_stride_multiples(length: int, tile: int, overl
     starts = tile_starts(length, min(tile, length), overlap, 4)
     assert starts[0] == 0 and starts[-1] + min(tile, length) == length
     assert all(s % 4 == 0 for s in starts)
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a <= tile - overlap for a, b in itertools.pairwise(starts))
 
 
 def test_stats_norm_records_instance_norm_and_is_restored() -> None:

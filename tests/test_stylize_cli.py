@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _inference_helpers import cli_fixture, tiny_release
 from PIL import Image
+
+from _inference_helpers import cli_fixture, tiny_release
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture  # the `cli` fixture
@@ -58,11 +59,12 @@ def test_side_by_side_writes_pairs(tmp_path: Path, model: Path, cli: CLI) -> Non
 
 def test_official_pth_is_used_directly(tmp_path: Path, cli: CLI) -> None:
     import torch
+
     from _inference_helpers import tiny_generator
 
     torch.save(tiny_generator(n_blocks=3)[0].state_dict(), tmp_path / "latest_net_G_A.pth")
     photo().save(tmp_path / "a.png")
-    code, out, err = cli(["stylize", str(tmp_path / "a.png"), "-m", str(tmp_path / "latest_net_G_A.pth"), "-o", str(tmp_path / "out"), "--no-progress"])
+    code, _out, err = cli(["stylize", str(tmp_path / "a.png"), "-m", str(tmp_path / "latest_net_G_A.pth"), "-o", str(tmp_path / "out"), "--no-progress"])
     assert code == 0, err
     assert "resnet_3blocks" in err and (tmp_path / "out" / "a.png").is_file()
 
@@ -109,7 +111,7 @@ def test_bad_files_fail_one_by_one_and_the_run_goes_on(tmp_path: Path, model: Pa
 def test_unwritable_output_folder_is_one_clear_error(tmp_path: Path, model: Path, cli: CLI) -> None:
     photo().save(tmp_path / "a.png")
     (tmp_path / "blocker").write_text("a file where the output folder should go")
-    code, out, err = cli(["stylize", str(tmp_path / "a.png"), "-m", str(model), "-o", str(tmp_path / "blocker" / "out")])
+    code, _out, err = cli(["stylize", str(tmp_path / "a.png"), "-m", str(model), "-o", str(tmp_path / "blocker" / "out")])
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines[-1].startswith("error: output folder") and "blocker/out cannot be written" in lines[-1]
@@ -141,7 +143,7 @@ def test_alpha_icc_exif_gray_and_16_bit_files(tmp_path: Path, model: Path, cli: 
     exif[0x0112] = 6
     photo(20, 40).save(src / "rotated.jpg", exif=exif.tobytes())
     photo().convert("L").save(src / "gray.jpg")
-    Image.fromarray((np.asarray(photo().convert("L")).astype(np.uint16) * 257)).save(src / "deep.png")
+    Image.fromarray(np.asarray(photo().convert("L")).astype(np.uint16) * 257).save(src / "deep.png")
     code, _, err = cli(["stylize", str(src), "-m", str(model), "-o", str(tmp_path / "out"), "--no-progress"])
     assert code == 0, err
     with Image.open(tmp_path / "out" / "alpha.png") as im:
@@ -175,7 +177,7 @@ def test_real_photos_at_several_sizes(tmp_path: Path, model: Path, cli: CLI) -> 
     for i, path in enumerate(photos):
         with Image.open(path) as im:
             im.resize((im.width * (i + 1) // 2 + 3, im.height * (i + 2) // 3 + 1)).save(src / f"p{i}.jpg")
-    code, out, err = cli(["stylize", str(src), "-m", str(model), "-o", str(tmp_path / "out"), "--no-progress"])
+    code, _out, err = cli(["stylize", str(src), "-m", str(model), "-o", str(tmp_path / "out"), "--no-progress"])
     assert code == 0, err
     for i in range(len(photos)):
         with Image.open(src / f"p{i}.jpg") as a, Image.open(tmp_path / "out" / f"p{i}.jpg") as b:
