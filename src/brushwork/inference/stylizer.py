@@ -31,7 +31,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from brushwork.data.imageio import read_image, to_rgb_alpha
-from brushwork.inference.tiling import STATS_MODES, TiledRunner
+from brushwork.inference.tiling import TiledRunner
 from brushwork.release import ReleaseConfig
 from brushwork.utils.device import cpu_supports_bf16, resolve_device, resolve_precision
 
@@ -104,8 +104,9 @@ class Stylizer:
     (``auto``: CUDA, then MPS, then CPU), ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``),
     ``channels_last`` (None: on GPUs and for bf16 on the CPU), ``batch_size`` (most images per
     forward pass), ``memory_budget`` (bytes for one forward pass; None: :func:`default_memory_budget`),
-    ``tile_size`` (force tiles of this side), ``tile_overlap``, ``stats`` / ``stats_size`` (how
-    tiled images get their instance-norm statistics, see :mod:`brushwork.inference.tiling`),
+    ``tile_size`` (force tiles of this side), ``tile_overlap``, ``stats_size`` (long side of the
+    downscaled copy that gives tiled images their instance-norm statistics; None: the largest
+    that fits the budget, see :mod:`brushwork.inference.tiling`),
     ``compile`` (``torch.compile`` the network; pays back only over many images), ``copy_model``
     (work on a copy, so that the network passed in is not cast or moved).
     """
@@ -122,7 +123,6 @@ class Stylizer:
         memory_budget: int | None = None,
         tile_size: int | None = None,
         tile_overlap: int = 160,
-        stats: str = "downscale",
         stats_size: int | None = None,
         compile: bool = False,
         copy_model: bool = True,
@@ -131,8 +131,6 @@ class Stylizer:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if stats not in STATS_MODES:
-            raise ValueError(f"unknown stats mode {stats!r}; expected one of {', '.join(STATS_MODES)}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype = resolve_inference_precision(precision, self.device)
         if channels_last is None:
@@ -152,7 +150,6 @@ class Stylizer:
         self.bytes_per_pixel = _bytes_per_pixel(config, self.dtype)
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
-        self.stats = stats
         self.stats_size = stats_size
         log.debug("stylizer: device %s, %s, channels_last=%s, budget %.1f GiB", self.device, self.dtype,
                   channels_last, self.memory_budget / GIB)
@@ -251,7 +248,7 @@ class Stylizer:
         # statistics from the largest version of the whole image that fits the budget
         stats_size = self.stats_size or max(tile, int(tile * (max(h, w) / min(h, w)) ** 0.5))
         runner = TiledRunner(self.model, multiple=self.multiple, tile=tile, overlap=self.tile_overlap,
-                             stats=self.stats, stats_size=stats_size, prepare=self._to_model)
+                             stats_size=stats_size, prepare=self._to_model)
         log.info("image of %dx%d does not fit the memory budget (%.1f GiB): %d-pixel tiles", w, h,
                  self.memory_budget / GIB, tile)
         padded = x

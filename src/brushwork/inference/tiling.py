@@ -11,9 +11,10 @@ Two things make tiled output differ from untiled output, and each has its fix he
    *whole* feature map, so a tile of sky and a tile of forest would be normalised differently
    and show as patches. :func:`frozen_norm_statistics` swaps every instance norm of a network
    for a :class:`StatsNorm` that records its per-channel statistics in one pass over a smaller
-   version of the whole image (``stats="downscale"``) or over a batch of full-resolution crops
-   spread over the image (``stats="crops"``), then applies those frozen statistics to every
-   tile. The generator classes are untouched: the swap happens on a private copy of the network.
+   version of the whole image (the largest that fits the budget), then applies those frozen
+   statistics to every tile. The generator classes are untouched: the swap happens on a private
+   copy of the network. (Statistics pooled over full-resolution crops were tried and were
+   clearly worse: docs/inference.md.)
 
 Tiles are accumulated band by band (a row of tiles at a time), so beyond one tile's forward pass
 the extra memory is one float band of the output; the input and output stay uint8.
@@ -30,8 +31,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-STATS_MODES = ("downscale", "crops")
 
 
 class StatsNorm(nn.Module):
@@ -150,13 +149,6 @@ def _ramp(starts: tuple[int, ...], index: int, size: int, overlap: int, length: 
     return w
 
 
-def _crop_positions(length: int, crop: int, count: int) -> list[int]:
-    if count <= 1 or length <= crop:
-        return [max(0, (length - crop) // 2)]
-    return [round(i * (length - crop) / (count - 1)) for i in range(count)]
-
-
-Forward = Callable[[Tensor], Tensor]
 
 
 class TiledRunner:
@@ -167,15 +159,11 @@ class TiledRunner:
     """
 
     def __init__(self, model: nn.Module, *, multiple: int, tile: int, overlap: int = 64,
-                 stats: str = "downscale", stats_size: int = 1024,
-                 prepare: Callable[[Tensor], Tensor] = lambda t: t) -> None:
-        if stats not in STATS_MODES:
-            raise ValueError(f"unknown stats mode {stats!r}; expected one of {', '.join(STATS_MODES)}")
+                 stats_size: int = 1024, prepare: Callable[[Tensor], Tensor] = lambda t: t) -> None:
         self.model = copy.deepcopy(model)  # swapping norms must not disturb callers of ``model``
         self.multiple = multiple
         self.tile = tile
         self.overlap = overlap
-        self.stats = stats
         self.stats_size = stats_size
         self.prepare = prepare
 
@@ -187,23 +175,15 @@ class TiledRunner:
         return x.float()
 
     def _stats_input(self, image: Tensor) -> Tensor:
-        """What the statistics pass sees: a downscaled image or a batch of full-size crops."""
+        """The whole image, downscaled (antialiased) so that its long side is ``stats_size``."""
         _, h, w = image.shape
         m = self.multiple
-        if self.stats == "downscale":
-            scale = min(1.0, self.stats_size / max(h, w))
-            sh, sw = max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
-            x = self._float(image).unsqueeze(0)
-            if (sh, sw) != (h, w):
-                x = F.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-            return x
-        # crops: a grid of full-resolution crops whose total area is about stats_size**2
-        crop = min(self.tile, max(m, (min(h, w) // m) * m), 512)
-        per_axis = max(1, round(self.stats_size / crop))
-        tops = _crop_positions(h, crop, per_axis)
-        lefts = _crop_positions(w, crop, per_axis)
-        crops = [image[:, t : t + crop, left : left + crop] for t in tops for left in lefts]
-        return self._float(torch.stack(crops))
+        scale = min(1.0, self.stats_size / max(h, w))
+        sh, sw = max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
+        x = self._float(image).unsqueeze(0)
+        if (sh, sw) != (h, w):
+            x = F.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+        return x
 
     @torch.inference_mode()
     def __call__(self, image: Tensor) -> Tensor:
