@@ -26,7 +26,6 @@ from typing import Any, TypeVar, overload
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -87,13 +86,24 @@ def _ceil_to(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def _pad_index(size: int, target: int) -> Tensor:
+    """Indices that extend ``range(size)`` to ``target`` by reflection (replication if too short)."""
+    idx = torch.arange(target)
+    extra = idx[size:]
+    if target - size < size:
+        idx[size:] = 2 * (size - 1) - extra  # reflect, edge not repeated
+    else:
+        idx[size:] = size - 1  # too small to reflect: repeat the edge
+    return idx
+
+
 def _pad(x: Tensor, height: int, width: int) -> Tensor:
-    """Pad bottom/right to (height, width): reflection where the image is large enough, else replication."""
+    """Pad the bottom/right of (..., H, W) to (height, width); works for uint8 too (no float copy)."""
     h, w = x.shape[-2:]
-    for pad, size, spec in ((height - h, h, (0, 0, 0, height - h)), (width - w, w, (0, width - w, 0, 0))):
-        if pad > 0:
-            mode = "reflect" if pad < size else "replicate"
-            x = F.pad(x, spec, mode=mode)
+    if height > h:
+        x = x.index_select(-2, _pad_index(h, height))
+    if width > w:
+        x = x.index_select(-1, _pad_index(w, width))
     return x
 
 
@@ -251,10 +261,7 @@ class Stylizer:
                              stats_size=stats_size, prepare=self._to_model)
         log.info("image of %dx%d does not fit the memory budget (%.1f GiB): %d-pixel tiles", w, h,
                  self.memory_budget / GIB, tile)
-        padded = x
-        if (ph, pw) != (h, w):
-            padded = _pad(x.unsqueeze(0).float(), ph, pw)[0].to(x.dtype)
-        return runner(padded)[:, :h, :w]
+        return runner(_pad(x, ph, pw))[:, :h, :w]
 
     # -----------------------------------------------------------------------------------------
     # Images of every kind
