@@ -84,8 +84,10 @@ def run(width: int, height: int, *, model: str | None = None, ngf: int = 64, mem
     assert arr.shape == (height, width, 3)
     if out is not None:
         result.save(out)
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_gib = usage.ru_maxrss / (1 << 20)
     return {"tile": tile, "tiles": plan.count, "seconds": seconds, "peak_rss_gib": peak_gib,
+            "user_s": usage.ru_utime, "system_s": usage.ru_stime,
             "budget_gib": stylizer.memory_budget / (1 << 30),
             "seam_score": seam_score(arr, plan.rows, plan.cols, plan.overlap) if plan.count > 1 else 1.0}
 
@@ -99,12 +101,17 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, help="memory budget of one forward pass (default: automatic)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", type=Path, help="save the result here")
+    parser.add_argument("--keep-freed-memory", action="store_true", help="glibc: reuse freed memory (as the CLI does)")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from brushwork.utils.memory import keep_freed_memory
+
+        print(f"keep_freed_memory: {keep_freed_memory()}")
     stats = run(args.width, args.height, model=args.model, ngf=args.ngf, memory_gb=args.memory_gb,
                 precision=args.precision, out=args.out)
     print(f"{args.width}x{args.height}: budget {stats['budget_gib']:.1f} GiB, tiles of {stats['tile']:.0f} px "
           f"({stats['tiles']:.0f} tiles), {stats['seconds']:.1f} s, peak RSS {stats['peak_rss_gib']:.2f} GiB, "
-          f"seam score {stats['seam_score']:.3f}")
+          f"seam score {stats['seam_score']:.3f}; process CPU: user {stats['user_s']:.0f} s, system {stats['system_s']:.0f} s")
 
 
 if __name__ == "__main__":

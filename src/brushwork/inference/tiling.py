@@ -37,8 +37,10 @@ class StatsNorm(nn.Module):
     """Instance norm with statistics that are recorded once, then reused for every input.
 
     In ``record`` mode it normalises with the per-channel mean and (biased) variance pooled over
-    the batch and all positions, and keeps them; in ``frozen`` mode it uses the kept values.
-    Statistics are computed and applied in fp32 whatever the input dtype.
+    the batch and all positions, and keeps them; in ``frozen`` mode it uses the kept values. Both
+    run through the native batch-norm kernel (training mode pools over batch and space, exactly
+    what is needed here; eval mode applies given statistics), which keeps the statistics in fp32
+    for bf16/fp16 inputs without materialising an fp32 copy of a full-resolution feature map.
     """
 
     def __init__(self, original: nn.InstanceNorm2d) -> None:
@@ -50,20 +52,19 @@ class StatsNorm(nn.Module):
         self.var: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
+        weight = self.original.weight.float() if self.original.affine else None
+        bias = self.original.bias.float() if self.original.affine else None
         if self.mode == "record":
-            var, mean = torch.var_mean(xf, dim=(0, 2, 3), unbiased=False)
-            self.mean, self.var = mean, var
-        elif self.mean is None or self.var is None:
+            channels = x.shape[1]
+            mean = torch.zeros(channels, device=x.device)
+            var = torch.ones(channels, device=x.device)
+            y = F.batch_norm(x, mean, var, weight, bias, training=True, momentum=1.0, eps=self.eps)
+            n = x.numel() // channels  # the kernel keeps the unbiased variance; instance norm uses the biased one
+            self.mean, self.var = mean, var * ((n - 1) / n)
+            return y
+        if self.mean is None or self.var is None:
             raise RuntimeError("StatsNorm is frozen before any statistics were recorded")
-        mean, var = self.mean, self.var
-        scale = torch.rsqrt(var + self.eps)
-        shift = -mean * scale
-        if self.original.affine:
-            scale = scale * self.original.weight.float()
-            shift = shift * self.original.weight.float() + self.original.bias.float()
-        y = xf * scale[None, :, None, None] + shift[None, :, None, None]
-        return y.to(x.dtype)
+        return F.batch_norm(x, self.mean, self.var, weight, bias, training=False, eps=self.eps)
 
 
 def _instance_norms(model: nn.Module) -> list[tuple[nn.Module, str, nn.InstanceNorm2d]]:
