@@ -73,7 +73,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto", help="the fast path's precision (auto = the default)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the fast path")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc: reuse freed memory (process-wide, so both paths get it)")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from brushwork.utils.memory import keep_freed_memory
+
+        print(f"keep_freed_memory: {keep_freed_memory()}")
 
     model, config = load_source(args.model) if args.model else random_generator()
     device = torch.device(args.device)

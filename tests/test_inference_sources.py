@@ -169,6 +169,8 @@ def test_release_folder_and_direction_check(tmp_path: Path) -> None:
     tiny_release(tmp_path / "rel")
     _, config = load_source(tmp_path / "rel")
     assert config.direction == "AtoB"
+    with pytest.raises(ModelSourceError, match="part of a release folder; pass the folder"):
+        load_source(tmp_path / "rel" / "model.safetensors")
     with pytest.raises(ModelSourceError, match="direction AtoB, not BtoA"):
         load_source(tmp_path / "rel", direction="BtoA")
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from brushwork import __version__
 from brushwork.release import (
     CONFIG_NAME,
+    WEIGHTS_NAME,
     ReleaseConfig,
     ReleaseError,
     build_from_architecture,
@@ -378,6 +379,8 @@ def load_source(source: str | Path, *, direction: str | None = None, norm: str |
         hint = f"; its release folders: {', '.join(sorted(p.name for p in release.iterdir()))}" if release.is_dir() else ""
         raise ModelSourceError(f"{path} is neither a release folder (config.json) nor a training run (config.yaml){hint}")
     if path.is_file():
+        if path.name == WEIGHTS_NAME or path.name == CONFIG_NAME:
+            raise ModelSourceError(f"{path} is part of a release folder; pass the folder {path.parent} instead")
         state = load_state_dict_file(path)
         model, arch = generator_from_state_dict(state, norm=norm, where=str(path))
         return model, _config_for_pth(arch, path.name, direction)
