@@ -39,6 +39,10 @@ SAME_FORMAT_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff", ".tga")
 
 
+#: Decoded images waiting for a batch partner are flushed beyond this many pixels (~150 MB of RGB).
+MAX_PENDING_PIXELS = 50_000_000
+
+
 class OutputFolderError(OSError):
     """The output folder cannot be created or written; the message names it."""
 
@@ -188,7 +192,7 @@ def stylize_files(
         todo.append((item, target))
 
     buckets: dict[tuple[int, int], list[_Pending]] = {}
-    pending_count = 0
+    pending_count = pending_pixels = 0
     max_pending = max(2 * stylizer.batch_size, 4)
     for item, target in todo:
         loaded = _read(report, progress, item)
@@ -205,9 +209,11 @@ def stylize_files(
         bucket = buckets.setdefault(loaded.rgb.size, [])
         bucket.append(_Pending(item, target, loaded))
         pending_count += 1
-        if len(bucket) >= stylizer.batch_size or pending_count >= max_pending:
+        pending_pixels += loaded.rgb.width * loaded.rgb.height
+        if len(bucket) >= stylizer.batch_size or pending_count >= max_pending or pending_pixels > MAX_PENDING_PIXELS:
             key = loaded.rgb.size if len(bucket) >= stylizer.batch_size else max(buckets, key=lambda k: len(buckets[k]))
             pending_count -= len(buckets[key])
+            pending_pixels -= len(buckets[key]) * key[0] * key[1]
             _flush(stylizer, buckets.pop(key), report, progress, pair=pair)
     for key in list(buckets):
         _flush(stylizer, buckets.pop(key), report, progress, pair=pair)
