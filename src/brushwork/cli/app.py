@@ -25,6 +25,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.config import ConfigError
     from brushwork.data.imageio import ImageReadError, ImageWriteError
     from brushwork.data.unpaired import DatasetError
+    from brushwork.inference.io import OutputFolderError
+    from brushwork.inference.sources import DownloadError, ModelSourceError
+    from brushwork.inference.stylizer import ImageTooSmallError
     from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
@@ -34,7 +37,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, InceptionWeightsError, MetricInputError, MetricUnavailable,
-        MethodSpecError, *USER_ERRORS,
+        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, *USER_ERRORS,
     )  # fmt: skip
 
 

@@ -1,34 +1,111 @@
-"""``brushwork stylize``: translate images with a trained model."""
+"""``brushwork stylize``: translate images, folders and globs with any model source."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from brushwork.cli.app import app, setup_logging
 
+if TYPE_CHECKING:
+    from brushwork.inference import Stylizer
+    from brushwork.inference.io import BatchReport, InputItem
+
+Opt = typer.Option
+
 
 @app.command()
 def stylize(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="Release model folder (config.json + model.safetensors).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("stylized"),
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or globs (quote them).")],
+    model: Annotated[str, Opt("--model", "-m", help="Release folder, run folder (+ --direction), official .pth, or a published name (brushwork models list).")],
+    out: Annotated[Path, Opt("--out", "-o", help="Output folder; relative paths and names are kept.")] = Path("stylized"),
+    direction: Annotated[str | None, Opt(help="AtoB | BtoA, for a training run folder.")] = None,
+    norm: Annotated[str | None, Opt(help="Norm of a .pth generator (default: instance, as published).")] = None,
+    fmt: Annotated[str | None, Opt("--format", "-f", help="Output format: png, jpg, webp, tiff... (default: the input's).")] = None,
+    size: Annotated[int | None, Opt(help="Resize the short side to this many pixels first.")] = None,
+    side_by_side: Annotated[bool, Opt("--side-by-side", help="Write input|output pairs.")] = False,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Replace existing outputs (default: skip them).")] = False,
+    device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+    precision: Annotated[str, Opt(help="auto (bf16 on CPUs with native bf16, fp16 on GPUs) | fp32 | bf16 | fp16")] = "auto",
+    batch_size: Annotated[int, Opt("--batch-size", "-b", help="Same-size images per forward pass.")] = 4,
+    tile_size: Annotated[int | None, Opt(help="Process in tiles of this side (default: only above the memory budget).")] = None,
+    memory_gb: Annotated[float | None, Opt("--memory-gb", help="Memory budget of one forward pass in GiB.")] = None,
+    no_progress: Annotated[bool, Opt("--no-progress", help="No progress bar.")] = False,
+    verbose: Annotated[bool, Opt("--verbose", "-v")] = False,
 ) -> None:
-    """Stylise images with a release model."""
-    setup_logging()
-    from brushwork.data.imageio import list_images, read_image, save_image
-    from brushwork.inference import Stylizer
+    """Stylise images with a trained or published generator.
 
-    stylizer = Stylizer.from_pretrained(model, device=device)
-    files: list[Path] = []
-    for item in inputs:
-        files.extend(list_images(item, recursive=True) if item.is_dir() else [item])
-    for path in files:
-        loaded = read_image(path)
-        result = stylizer(loaded.rgb)
-        target = out / (path.stem + ".png")
-        save_image(result, target, alpha=loaded.alpha)
-        typer.echo(f"{path} -> {target}")
+    Failed files are listed at the end and make the exit status 1; the others are still written.
+    """
+    setup_logging(verbose)
+    from brushwork.inference import Stylizer
+    from brushwork.inference.io import collect_inputs, output_suffix
+
+    if fmt is not None:
+        try:
+            output_suffix(Path("x.png"), fmt)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--format") from None
+    if size is not None and size < 4:
+        raise typer.BadParameter(f"--size must be at least 4, got {size}", param_hint="--size")
+    try:
+        stylizer = Stylizer.from_pretrained(
+            model, direction=direction, norm=norm, device=device, precision=precision, batch_size=batch_size,
+            tile_size=tile_size, memory_budget=int(memory_gb * (1 << 30)) if memory_gb else None,
+        )
+    except ValueError as exc:
+        if isinstance(exc, _user_errors()):
+            raise
+        raise typer.BadParameter(str(exc)) from None  # device / precision / batch size
+    items, missing = collect_inputs(inputs)
+    typer.echo(f"model: {stylizer.describe()}", err=True)
+    report = _run_with_progress(stylizer, items, out, fmt=fmt, size=size, pair=side_by_side, overwrite=overwrite,
+                                show=not no_progress)
+    report.failed[:0] = [(path, f"{path}: {reason}") for path, reason in missing]
+
+    rate = len(report.written) / report.seconds if report.seconds > 0 else 0.0
+    typer.echo(
+        f"{len(report.written)} written, {len(report.skipped)} skipped (exist; --overwrite to replace), "
+        f"{len(report.failed)} failed in {report.seconds:.1f} s ({rate:.2f} images/s) -> {out}"
+    )
+    if report.warnings:
+        typer.echo("warnings:", err=True)
+        for message in report.warnings:
+            typer.echo(f"  {message}", err=True)
+    if report.failed:
+        typer.echo("failed:", err=True)
+        for _, message in report.failed:
+            typer.echo(f"  {message}", err=True)
+        raise typer.Exit(1)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from brushwork.cli.app import user_errors
+
+    return user_errors()
+
+
+def _run_with_progress(stylizer: Stylizer, items: list[InputItem], out: Path, *, fmt: str | None, size: int | None,
+                       pair: bool, overwrite: bool, show: bool) -> BatchReport:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from brushwork.inference.io import stylize_files
+
+    if not show or not items:
+        return stylize_files(stylizer, items, out, fmt=fmt, size=size, pair=pair, overwrite=overwrite)
+    columns = (TextColumn("stylising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("", total=len(items))
+
+        def advance(item: InputItem, status: str) -> None:
+            bar.update(task, advance=1, description=item.path.name)
+
+        return stylize_files(stylizer, items, out, fmt=fmt, size=size, pair=pair, overwrite=overwrite, progress=advance)

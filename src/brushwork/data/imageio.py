@@ -114,6 +114,16 @@ def _to_rgb(img: Image.Image, icc: bytes | None) -> tuple[Image.Image, Image.Ima
     return img.convert("RGB"), None  # YCbCr, LAB, HSV and other modes Pillow can convert
 
 
+def to_rgb_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """An in-memory image as 8-bit RGB and its alpha (or None), EXIF orientation applied.
+
+    The same conversions as :func:`read_image` (grayscale, palette, 16-bit, CMYK through ICC).
+    """
+    icc = img.info.get("icc_profile")
+    img = ImageOps.exif_transpose(img) or img
+    return _to_rgb(img, icc)
+
+
 def read_image(path: Path | str) -> LoadedImage:
     """Read ``path`` as 8-bit RGB; raise :class:`ImageReadError` naming the file on any failure."""
     path = Path(path)

@@ -1,50 +1,396 @@
-"""``Stylizer``: load a generator once, translate images of any size."""
+"""``Stylizer``: load a generator once, translate images of any size and kind.
+
+This is the one inference pipeline: the CLI, the Python API and later front ends (web service,
+video, ONNX export) all call it.
+
+    >>> stylizer = Stylizer.from_pretrained("runs/monet/release/BtoA")
+    >>> painting = stylizer(Image.open("photo.jpg"))          # PIL in, PIL out
+    >>> arrays = stylizer([np_image_a, np_image_b])            # numpy in, numpy out
+    >>> y = stylizer(torch.rand(2, 3, 256, 256))               # tensor in [0, 1], tensor out
+
+What it does for every input: EXIF orientation, grayscale/16-bit/CMYK conversion to 8-bit RGB
+(alpha set aside and put back unchanged), reflection padding to the network's size multiple
+(cropped back), batching of same-size images, reduced precision where it is the default
+(bf16 on CPUs with native bf16, fp16 on GPUs), and tiling with whole-image norm statistics when
+an image would not fit the memory budget.
+"""
 
 from __future__ import annotations
 
+import copy
+import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeVar, overload
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from brushwork.data.transforms import pil_to_uint8, tensor_to_pil, uint8_to_unit
-from brushwork.release import ReleaseConfig, load_release
-from brushwork.utils.device import resolve_device
+from brushwork.data.imageio import read_image, to_rgb_alpha
+from brushwork.inference.tiling import TiledRunner
+from brushwork.release import ReleaseConfig
+from brushwork.utils.device import cpu_supports_bf16, resolve_device, resolve_precision
+
+log = logging.getLogger(__name__)
+
+#: The smallest side brushwork stylises: below this there is no picture to speak of.
+MIN_SIDE = 4
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+GIB = 1 << 30
+
+T = TypeVar("T")
+
+
+class ImageTooSmallError(ValueError):
+    """An image is too small to stylise; the message names its size and the minimum."""
+
+
+def resolve_inference_precision(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), fp16 on GPUs, else fp32.
+
+    Inference prefers fp16 over bf16 on GPUs: both run on the tensor cores, and fp16 keeps three
+    more mantissa bits (the activations of these generators are far from fp16's range limits).
+    """
+    if precision == "auto":
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+        return torch.float16
+    return resolve_precision(precision, device)
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes one forward pass may use: a quarter of RAM (at most 8 GiB) on the CPU, 60 % of free GPU memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.6)
+    if device.type == "mps":
+        return 4 * GIB
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 * GIB
+    return int(min(total // 4, 8 * GIB))
+
+
+def _bytes_per_pixel(config: ReleaseConfig, dtype: torch.dtype) -> int:
+    """Peak bytes per input pixel of one forward pass (measured: ~4 x ngf x element size, see docs)."""
+    ngf = int(config.architecture.get("ngf", 64))
+    element = torch.empty((), dtype=dtype).element_size()
+    return 5 * ngf * element + 32
+
+
+def _ceil_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _pad_index(size: int, target: int) -> Tensor:
+    """Indices that extend ``range(size)`` to ``target`` by reflection (replication if too short)."""
+    idx = torch.arange(target)
+    extra = idx[size:]
+    if target - size < size:
+        idx[size:] = 2 * (size - 1) - extra  # reflect, edge not repeated
+    else:
+        idx[size:] = size - 1  # too small to reflect: repeat the edge
+    return idx
+
+
+def _pad(x: Tensor, height: int, width: int) -> Tensor:
+    """Pad the bottom/right of (..., H, W) to (height, width); works for uint8 too (no float copy)."""
+    h, w = x.shape[-2:]
+    if height > h:
+        x = x.index_select(-2, _pad_index(h, height))
+    if width > w:
+        x = x.index_select(-1, _pad_index(w, width))
+    return x
 
 
 class Stylizer:
     """Translate images with one generator direction.
 
-    >>> stylizer = Stylizer.from_pretrained("runs/monet/release/BtoA")
-    >>> painting = stylizer(Image.open("photo.jpg"))
+    Arguments after ``config`` are keyword-only and all have sensible defaults: ``device``
+    (``auto``: CUDA, then MPS, then CPU), ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``),
+    ``channels_last`` (None: on GPUs and for bf16 on the CPU), ``batch_size`` (most images per
+    forward pass), ``memory_budget`` (bytes for one forward pass; None: :func:`default_memory_budget`),
+    ``tile_size`` (force tiles of this side), ``tile_overlap``, ``stats_size`` (long side of the
+    downscaled copy that gives tiled images their instance-norm statistics; None: the largest
+    that fits the budget, see :mod:`brushwork.inference.tiling`),
+    ``compile`` (``torch.compile`` the network; pays back only over many images), ``copy_model``
+    (work on a copy, so that the network passed in is not cast or moved).
     """
 
-    def __init__(self, model: nn.Module, config: ReleaseConfig, *, device: torch.device) -> None:
-        self.model = model.to(device).eval()
+    def __init__(
+        self,
+        model: nn.Module,
+        config: ReleaseConfig,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        channels_last: bool | None = None,
+        batch_size: int = 4,
+        memory_budget: int | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int = 160,
+        stats_size: int | None = None,
+        compile: bool = False,
+        copy_model: bool = True,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dtype = resolve_inference_precision(precision, self.device)
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" or (self.device.type == "cpu" and self.dtype == torch.bfloat16)
+        self.channels_last = channels_last
         self.config = config
-        self.device = device
+        self.multiple = int(config.preprocessing.size_multiple)
+        if copy_model:  # casting and moving are in place; the caller's network stays as it was
+            model = copy.deepcopy(model)
+        model = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._forward: nn.Module = torch.compile(model) if compile else model  # type: ignore[assignment]
+        self.batch_size = batch_size
+        self.memory_budget = memory_budget if memory_budget is not None else default_memory_budget(self.device)
+        self.bytes_per_pixel = _bytes_per_pixel(config, self.dtype)
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.stats_size = stats_size
+        log.debug("stylizer: device %s, %s, channels_last=%s, budget %.1f GiB", self.device, self.dtype,
+                  channels_last, self.memory_budget / GIB)
 
     @classmethod
-    def from_pretrained(cls, source: str | Path, *, device: str = "auto") -> Stylizer:
-        dev = resolve_device(device)
-        model, config = load_release(Path(source))
-        return cls(model, config, device=dev)
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        *,
+        direction: str | None = None,
+        norm: str | None = None,
+        checkpoint: Path | None = None,
+        download: bool = True,
+        **kwargs: Any,
+    ) -> Stylizer:
+        """Load from a release folder, a run folder (+ ``direction``), an official ``.pth`` or a published name.
+
+        ``norm`` overrides the norm assumed for a ``.pth`` (instance); other keyword arguments go to
+        the constructor (device, precision, ...).
+        """
+        from brushwork.inference.sources import load_source
+
+        model, config = load_source(source, direction=direction, norm=norm, checkpoint=checkpoint, download=download)
+        return cls(model, config, copy_model=False, **kwargs)
+
+    @property
+    def precision(self) -> str:
+        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def describe(self) -> str:
+        arch = self.config.architecture
+        return (f"{arch['name']} (ngf {arch.get('ngf', '?')}), {self.config.direction}, on {self.device}, "
+                f"{self.precision}{', channels_last' if self.channels_last else ''}")
+
+    # -----------------------------------------------------------------------------------------
+    # Tensor core: everything below ends here
+
+    def _to_model(self, x: Tensor) -> Tensor:
+        x = x.to(device=self.device, dtype=self.dtype, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _padded_size(self, h: int, w: int) -> tuple[int, int]:
+        # the residual blocks reflection-pad a (side / 4) map by 1, so sides below 8 are padded up
+        least = _ceil_to(8, self.multiple)
+        return max(_ceil_to(h, self.multiple), least), max(_ceil_to(w, self.multiple), least)
+
+    def fits(self, n: int, h: int, w: int) -> bool:
+        """Whether ``n`` images of ``h`` x ``w`` fit the memory budget in one untiled pass."""
+        ph, pw = self._padded_size(h, w)
+        return n * ph * pw * self.bytes_per_pixel <= self.memory_budget and (self.tile_size is None or max(ph, pw) <= self.tile_size)
+
+    def tile_side(self) -> int:
+        """Side of the square tiles used for images that do not fit."""
+        if self.tile_size is not None:
+            return max(self.multiple, (self.tile_size // self.multiple) * self.multiple)
+        side = int((self.memory_budget / self.bytes_per_pixel) ** 0.5)
+        return max(2 * self.multiple, 256, (side // self.multiple) * self.multiple)
 
     @torch.inference_mode()
-    def translate_tensor(self, x: Tensor) -> Tensor:
-        """(N, 3, H, W) in [-1, 1] -> same shape; sides are reflection-padded to the model's multiple."""
-        m = self.config.preprocessing.size_multiple
-        h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % m, (-w) % m
-        x = x.to(self.device)
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        y = self.model(x)
-        return y[..., :h, :w].float()
+    def translate(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) uint8 [0, 255] or float [-1, 1] -> the same dtype, on the CPU.
 
-    def __call__(self, image: Image.Image) -> Image.Image:
-        x = uint8_to_unit(pil_to_uint8(image.convert("RGB"))).unsqueeze(0)
-        return tensor_to_pil(self.translate_tensor(x)[0])
+        Batches are split to fit the memory budget; an image that does not fit alone is tiled.
+        """
+        if x.dim() != 4:
+            raise ValueError(f"translate expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+        n, _, h, w = x.shape
+        if min(h, w) < MIN_SIDE:
+            raise ImageTooSmallError(f"image of {w}x{h} pixels is too small; brushwork needs at least {MIN_SIDE}x{MIN_SIDE}")
+        x = x.cpu()
+        if not self.fits(1, h, w):
+            return torch.stack([self._translate_tiled(x[i]) for i in range(n)])
+        per_pass = max(1, min(self.batch_size, n))
+        while per_pass > 1 and not self.fits(per_pass, h, w):
+            per_pass //= 2
+        return torch.cat([self._translate_untiled(x[i : i + per_pass]) for i in range(0, n, per_pass)])
+
+    def _translate_untiled(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        is_uint8 = x.dtype == torch.uint8
+        xf = x.float().div_(127.5).sub_(1.0) if is_uint8 else x.float()
+        ph, pw = self._padded_size(h, w)
+        y = self._forward(self._to_model(_pad(xf, ph, pw)))
+        y = y[..., :h, :w].float().cpu()
+        if is_uint8:
+            return y.add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+        return y.contiguous()
+
+    def _translate_tiled(self, x: Tensor) -> Tensor:
+        """One (C, H, W) image (uint8, or float in [-1, 1]) in tiles; the result has the input's dtype."""
+        h, w = x.shape[-2:]
+        ph, pw = self._padded_size(h, w)
+        tile = self.tile_side()
+        # statistics from the largest version of the whole image that fits the budget
+        stats_size = self.stats_size or max(tile, int(tile * (max(h, w) / min(h, w)) ** 0.5))
+        runner = TiledRunner(self.model, multiple=self.multiple, tile=tile, overlap=self.tile_overlap,
+                             stats_size=stats_size, prepare=self._to_model)
+        log.info("image of %dx%d does not fit the memory budget (%.1f GiB): %d-pixel tiles", w, h,
+                 self.memory_budget / GIB, tile)
+        return runner(_pad(x, ph, pw))[:, :h, :w]
+
+    # -----------------------------------------------------------------------------------------
+    # Images of every kind
+
+    def stylize_rgb(self, images: Sequence[Image.Image]) -> list[Image.Image]:
+        """8-bit RGB PIL images -> stylised RGB PIL images; same-size images share forward passes."""
+        out: list[Image.Image | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            groups.setdefault(img.size, []).append(i)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                batch = torch.stack([_rgb_to_uint8(images[i]) for i in chunk])
+                result = self.translate(batch)
+                for k, i in enumerate(chunk):
+                    out[i] = Image.fromarray(result[k].permute(1, 2, 0).numpy(), mode="RGB")
+        return [img for img in out if img is not None]
+
+    @overload
+    def __call__(self, images: Image.Image | str | Path) -> Image.Image: ...
+    @overload
+    def __call__(self, images: np.ndarray) -> np.ndarray: ...
+    @overload
+    def __call__(self, images: Tensor) -> Tensor: ...
+    @overload
+    def __call__(self, images: Sequence[T]) -> list[T]: ...
+
+    def __call__(self, images: Any) -> Any:
+        """Stylise one image or a list; the result is of the same kind as the input.
+
+        - PIL image or file path -> PIL image (RGB, or RGBA with the input's alpha unchanged);
+        - numpy array (H, W), (H, W, 1|3|4), uint8/uint16/float in [0, 1] -> same layout and dtype
+          (grayscale input gives 3 channels);
+        - tensor (C, H, W) or (N, C, H, W), uint8 or float in [0, 1] -> same shape, dtype, device.
+        """
+        if isinstance(images, (list, tuple)):
+            return self._call_many(list(images))
+        if isinstance(images, Tensor) and images.dim() == 4:  # a batch stays a batch
+            return torch.stack(self._call_many(list(images.unbind(0))))
+        return self._call_many([images])[0]
+
+    def _call_many(self, items: list[Any]) -> list[Any]:
+        prepared = [_Prepared.make(item) for item in items]
+        rgb_out = self.stylize_rgb([p.rgb for p in prepared])
+        return [p.finish(out) for p, out in zip(prepared, rgb_out, strict=True)]
+
+
+def _rgb_to_uint8(img: Image.Image) -> Tensor:
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+class _Prepared:
+    """An input of any kind as RGB + alpha, and how to turn the result back into that kind."""
+
+    def __init__(self, rgb: Image.Image, alpha: Image.Image | None, kind: str, meta: dict[str, Any]) -> None:
+        self.rgb, self.alpha, self.kind, self.meta = rgb, alpha, kind, meta
+
+    @classmethod
+    def make(cls, item: Any) -> _Prepared:
+        if isinstance(item, (str, Path)):
+            loaded = read_image(item)
+            return cls(loaded.rgb, loaded.alpha, "pil", {})
+        if isinstance(item, Image.Image):
+            rgb, alpha = to_rgb_alpha(item)
+            return cls(rgb, alpha, "pil", {})
+        if isinstance(item, np.ndarray):
+            return cls._from_array(item, "numpy", {"dtype": item.dtype, "squeeze_alpha": False})
+        if isinstance(item, Tensor):
+            if item.dim() == 4:
+                raise ValueError("a 4-d tensor is handled by Stylizer.__call__ as a batch, not as one image")
+            arr = item.detach().cpu()
+            dtype = arr.dtype
+            if arr.dim() != 3 or arr.shape[0] not in (1, 3, 4):
+                raise ValueError(f"expected an image tensor (C, H, W) with C in 1, 3, 4; got shape {tuple(item.shape)}")
+            return cls._from_array(arr.permute(1, 2, 0).numpy(), "tensor", {"torch_dtype": dtype, "device": item.device})
+        raise TypeError(f"cannot stylise a {type(item).__name__}; give a PIL image, a numpy array, a tensor or a path")
+
+    @classmethod
+    def _from_array(cls, arr: np.ndarray, kind: str, meta: dict[str, Any]) -> _Prepared:
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+            raise ValueError(f"expected an image array (H, W) or (H, W, C) with C in 1, 3, 4; got shape {arr.shape}")
+        meta["scale"] = _array_scale(arr)
+        u8 = _array_to_uint8(arr, meta["scale"])
+        alpha = Image.fromarray(np.ascontiguousarray(u8[:, :, 3])) if u8.shape[2] == 4 else None
+        meta["alpha_raw"] = arr[:, :, 3].copy() if arr.shape[2] == 4 else None
+        rgb_arr = np.repeat(u8[:, :, :1], 3, axis=2) if u8.shape[2] == 1 else u8[:, :, :3]
+        return cls(Image.fromarray(np.ascontiguousarray(rgb_arr), mode="RGB"), alpha, kind, meta)
+
+    def finish(self, out: Image.Image) -> Any:
+        if self.kind == "pil":
+            if self.alpha is not None:
+                out = out.copy()
+                out.putalpha(self.alpha)
+            return out
+        arr = np.asarray(out, dtype=np.uint8)
+        scaled = _uint8_to_scale(arr, self.meta["scale"])
+        if self.meta["alpha_raw"] is not None:  # alpha carried through bit for bit
+            scaled = np.concatenate([scaled, self.meta["alpha_raw"][:, :, None].astype(scaled.dtype)], axis=2)
+        if self.kind == "numpy":
+            return scaled.astype(self.meta["dtype"], copy=False)
+        tensor = torch.from_numpy(np.array(scaled, copy=True)).permute(2, 0, 1)
+        return tensor.to(device=self.meta["device"], dtype=self.meta["torch_dtype"])
+
+
+def _array_scale(arr: np.ndarray) -> float:
+    """The value of full white for an array: 255 (uint8), 65535 (uint16), 1.0 (float)."""
+    if arr.dtype == np.uint8:
+        return 255.0
+    if arr.dtype == np.uint16:
+        return 65535.0
+    if np.issubdtype(arr.dtype, np.floating):
+        return 1.0
+    if arr.dtype == np.bool_:
+        return 1.0
+    raise ValueError(f"unsupported image array dtype {arr.dtype}; expected uint8, uint16 or float in [0, 1]")
+
+
+def _array_to_uint8(arr: np.ndarray, scale: float) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    return np.clip(np.nan_to_num(arr.astype(np.float64)) / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _uint8_to_scale(arr: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 255.0:
+        return arr
+    out = arr.astype(np.float64) * (scale / 255.0)
+    return np.round(out) if scale > 1 else out.astype(np.float32)

@@ -1,0 +1,59 @@
+"""``brushwork models``: list, download and import published CycleGAN generators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from brushwork.cli.app import app, setup_logging
+
+models_app = typer.Typer(help="Published CycleGAN generators: list, download, import into the release format.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """The published model names, and which are in the local cache."""
+    from brushwork.inference.sources import PUBLISHED_MODELS, cache_dir, published_path
+
+    typer.echo(f"cache: {cache_dir() / 'pretrained'}")
+    for name in PUBLISHED_MODELS:
+        mark = "cached" if published_path(name).is_file() else "-"
+        typer.echo(f"  {name:<26} {mark}")
+
+
+@models_app.command("download")
+def download(
+    name: Annotated[str, typer.Argument(help="A published model name (brushwork models list).")],
+    force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also convert it into a release folder here.")] = None,
+) -> None:
+    """Download a published generator into the cache (and optionally convert it)."""
+    setup_logging()
+    from brushwork.inference.sources import download_published, import_pth, sha256_file
+
+    path = download_published(name, force=force)
+    typer.echo(f"{name}: {path} (sha256 {sha256_file(path)})")
+    if out is not None:
+        typer.echo(f"release: {import_pth(path, out, name=name)}")
+
+
+@models_app.command("import")
+def import_model(
+    file: Annotated[Path, typer.Argument(help="A generator state dict in the official CycleGAN layout (.pth).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Release folder to write (config.json + model.safetensors).")],
+    norm: Annotated[str | None, typer.Option(help="instance (assumed) | batch | none.")] = None,
+    direction: Annotated[str, typer.Option(help="Direction recorded in the release: AtoB | BtoA.")] = "AtoB",
+    train_size: Annotated[int, typer.Option(help="Crop size it was trained at (a hint for --size).")] = 256,
+) -> None:
+    """Convert an official ``.pth`` into a release folder; its sha256 goes into config.json."""
+    setup_logging()
+    from brushwork.inference.sources import DIRECTIONS, import_pth
+
+    if direction not in DIRECTIONS:
+        raise typer.BadParameter(f"expected {' or '.join(DIRECTIONS)}, got {direction!r}", param_hint="--direction")
+    path = import_pth(file, out, norm=norm, direction=direction, train_size=train_size)
+    typer.echo(f"release: {path}")
