@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from _inference_helpers import tiny_generator, tiny_release
 from brushwork.inference import Stylizer
 from brushwork.inference.stylizer import ImageTooSmallError, resolve_inference_precision
 from brushwork.utils.device import cpu_supports_bf16
+from tests._inference_helpers import tiny_generator, tiny_release
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from _inference_helpers import cli_fixture, serve_folder, tiny_generator, tiny_release
 from brushwork.inference import Stylizer
 from brushwork.inference.sources import (
     DownloadError,
@@ -21,6 +20,7 @@ from brushwork.inference.sources import (
     load_source,
 )
 from brushwork.nn import build_discriminator, build_generator
+from tests._inference_helpers import cli_fixture, serve_folder, tiny_generator, tiny_release
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture  # the `cli` fixture

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from _inference_helpers import tiny_generator
 from brushwork.inference import Stylizer
 from brushwork.inference.tiling import StatsNorm, frozen_norm_statistics, plan_tiles, tile_starts
+from tests._inference_helpers import tiny_generator
 
 
 @pytest.mark.parametrize(("length", "tile", "overlap"), [(100, 100, 16), (1000, 256, 64), (1004, 512, 128), (260, 128, 64)])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from _inference_helpers import cli_fixture, serve_folder, tiny_generator
 from brushwork.inference import Stylizer
+from tests._inference_helpers import cli_fixture, serve_folder, tiny_generator
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture  # the `cli` fixture

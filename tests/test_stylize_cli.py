@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _inference_helpers import cli_fixture, tiny_release
+from tests._inference_helpers import cli_fixture, tiny_release
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture  # the `cli` fixture
