@@ -61,7 +61,8 @@ def test_stylize_cli_on_a_release_model(trained_run: Path, tmp_path: Path) -> No
     img = Image.new("RGB", (30, 22), (120, 40, 200))
     img.save(tmp_path / "in.png")
     proc = subprocess.run([sys.executable, "-m", "brushwork", "stylize", str(tmp_path / "in.png"), "--model",
-                           str(trained_run / "release" / "AtoB"), "--out", str(tmp_path / "out"), "--device", "cpu"],
+                           str(trained_run / "release" / "AtoB"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                           "--precision", "fp32"],
                           env=ENV, capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     outputs = list((tmp_path / "out").rglob("*.png"))

@@ -60,7 +60,7 @@ def test_side_by_side_writes_pairs(tmp_path: Path, model: Path, cli: CLI) -> Non
 def test_official_pth_is_used_directly(tmp_path: Path, cli: CLI) -> None:
     import torch
 
-    from _inference_helpers import tiny_generator
+    from tests._inference_helpers import tiny_generator
 
     torch.save(tiny_generator(n_blocks=3)[0].state_dict(), tmp_path / "latest_net_G_A.pth")
     photo().save(tmp_path / "a.png")
