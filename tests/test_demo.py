@@ -42,3 +42,11 @@ def test_short_demo_writes_its_page(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "demo" / "scores.json").read_text())
     assert saved["psnr_baseline"] == pytest.approx(scores.psnr_baseline)
     assert 5 < scores.psnr_baseline < 40
+
+
+def test_default_demo_beats_the_do_nothing_baseline(tmp_path: Path) -> None:
+    """The README's first command, as shipped: the learnt style is closer to the truth than the photo."""
+    scores, _ = run_demo(DemoSettings(out=tmp_path / "demo", device="cpu", progress=False))
+    assert scores.psnr_model > scores.psnr_baseline + 2.0
+    assert scores.ssim_model > scores.ssim_baseline
+    assert scores.beats_baseline
