@@ -19,6 +19,7 @@ $(BIN)/brushwork: pyproject.toml
 install: $(BIN)/brushwork
 
 demo: install
+	rm -rf runs/demo  # the demo is rebuilt from scratch each time (it holds nothing else)
 	$(BIN)/brushwork demo --out runs/demo
 
 test: install
