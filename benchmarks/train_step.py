@@ -29,7 +29,7 @@ VARIANTS: dict[str, dict[str, dict[str, object]]] = {
     "bf16": {"run": {"precision": "auto", "channels_last": False, "compile": False}},
     "cl": {"run": {"precision": "fp32", "channels_last": True, "compile": False}},
     "bf16cl": {"run": {"precision": "auto", "channels_last": True, "compile": False}},
-    "compile": {"run": {"precision": "auto", "channels_last": True, "compile": True}},
+    "compile": {"run": {"precision": "auto", "channels_last": None, "compile": True}},
     "fast": {"run": {"precision": "auto", "channels_last": None, "compile": False}},  # the defaults
 }
 
