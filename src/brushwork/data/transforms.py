@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -63,8 +64,6 @@ def _round_to(value: int, base: int) -> int:
 
 def pil_to_uint8(img: Image.Image) -> Tensor:
     """PIL RGB -> uint8 tensor (3, H, W)."""
-    import numpy as np
-
     arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 

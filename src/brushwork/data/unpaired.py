@@ -180,7 +180,7 @@ class UnpairedSampler(Sampler[tuple[int, int, int]]):
 
     def __len__(self) -> int:
         n = max(self.len_a, self.len_b)
-        return len(range(self.rank, n, self.world)) - self.skip
+        return max(0, len(range(self.rank, n, self.world)) - self.skip)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         keys = epoch_keys(self.len_a, self.len_b, seed=self.seed, epoch=self.epoch, serial=self.serial)

@@ -30,6 +30,7 @@ from brushwork.methods.base import Method
 from brushwork.release import release_config_for, save_release
 from brushwork.training.checkpoint import (
     CheckpointError,
+    checkpoint_path,
     find_resume_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -326,7 +327,8 @@ class Trainer:
             logger.close()
         if self.step == 0:
             return TrainResult(self.run_dir, 0, self.epoch, interrupted, {}, skipped)
-        if not list_checkpoints(self.run_dir) or list_checkpoints(self.run_dir)[-1].name != f"step_{self.step:08d}.pt":
+        saved = list_checkpoints(self.run_dir)
+        if not saved or saved[-1] != checkpoint_path(self.run_dir, self.step):
             self.save()
         releases: dict[str, Path] = {}
         if not interrupted:
