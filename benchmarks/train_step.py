@@ -4,11 +4,12 @@
 Each (variant, crop) measurement runs in its own child process (so peak memory is its own), and
 rounds alternate between variants so that a noisy, shared machine affects them alike. Prints the
 median seconds per iteration over all timed iterations of all rounds, the peak memory, and the
-ratio of every variant to the first.
+ratio of every variant to the first (at the same crop and batch size).
 
     python benchmarks/train_step.py                         # plain vs fast, crops 128 and 256
     python benchmarks/train_step.py --crops 256 --iters 5 --rounds 3
     python benchmarks/train_step.py --variants plain --batch-size 4
+    python benchmarks/train_step.py --device cuda --crops 256 --variants plain,fast,compile --batch-sizes 1,4,16
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ VARIANTS: dict[str, dict[str, dict[str, object]]] = {
     "bf16": {"run": {"precision": "auto", "channels_last": False, "compile": False}},
     "cl": {"run": {"precision": "fp32", "channels_last": True, "compile": False}},
     "bf16cl": {"run": {"precision": "auto", "channels_last": True, "compile": False}},
+    "fast": {"run": {"precision": "auto", "channels_last": None, "compile": False}},  # the eager defaults
+    # What long runs get by default (run.compile=auto compiles runs of 1000+ iterations).
     "compile": {"run": {"precision": "auto", "channels_last": None, "compile": True}},
-    "fast": {"run": {"precision": "auto", "channels_last": None, "compile": False}},  # the defaults
+    "fp32compile": {"run": {"precision": "fp32", "channels_last": None, "compile": True}},
 }
 
 
@@ -54,7 +57,7 @@ def child(variant: str, crop: int, batch: int, iters: int, warmup: int, device_n
     method = build_method(cfg)
     trainer = Trainer(method, cfg, None, device=device)  # synthetic batches: no data set needed
     batch = {k: (torch.rand(batch, 3, crop, crop) * 2 - 1).to(device) for k in ("A", "B")}
-    times = []
+    times, first = [], 0.0
     for i in range(warmup + iters):
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -62,11 +65,13 @@ def child(variant: str, crop: int, batch: int, iters: int, warmup: int, device_n
         trainer.train_step(batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
+        if i == 0:
+            first = time.perf_counter() - t0  # includes compiling, for the compiled variants
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     peak_gpu = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
-    return {"times": times, "peak_rss": peak_rss, "peak_gpu": peak_gpu, "device": str(device),
+    return {"times": times, "first": first, "peak_rss": peak_rss, "peak_gpu": peak_gpu, "device": str(device),
             "precision": str(trainer.autocast_dtype).replace("torch.", "")}  # fmt: skip
 
 
@@ -74,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="plain,fast", help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--crops", default="128,256")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-sizes", "--batch-size", default="1", help="comma-separated, e.g. 1,4,16 (out of memory is reported)")
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
@@ -84,39 +89,52 @@ def main() -> None:
     args = parser.parse_args()
     variants = args.variants.split(",")
     crops = [int(c) for c in args.crops.split(",")]
+    batches = [int(b) for b in args.batch_sizes.split(",")]
     if args.child:
-        print(json.dumps(child(variants[0], crops[0], args.batch_size, args.iters, args.warmup, args.device)))
+        try:
+            print(json.dumps(child(variants[0], crops[0], batches[0], args.iters, args.warmup, args.device)))
+        except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if "out of memory" not in str(exc).lower():
+                raise
+            print(json.dumps({"oom": True}))
         return
 
-    results: dict[tuple[str, int], list[dict[str, object]]] = {}
+    results: dict[tuple[str, int, int], list[dict[str, object]]] = {}
     for _ in range(args.rounds):
         for crop in crops:
-            for variant in variants:
-                cmd = [sys.executable, __file__, "--child", "--variants", variant, "--crops", str(crop),
-                       "--batch-size", str(args.batch_size), "--iters", str(args.iters), "--warmup", str(args.warmup),
-                       "--device", args.device]  # fmt: skip
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout
-                results.setdefault((variant, crop), []).append(json.loads(out.strip().splitlines()[-1]))
+            for batch in batches:
+                for variant in variants:
+                    cmd = [sys.executable, __file__, "--child", "--variants", variant, "--crops", str(crop),
+                           "--batch-sizes", str(batch), "--iters", str(args.iters), "--warmup", str(args.warmup),
+                           "--device", args.device]  # fmt: skip
+                    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout
+                    results.setdefault((variant, crop, batch), []).append(json.loads(out.strip().splitlines()[-1]))
 
     import torch
 
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, batch {args.batch_size}, "
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, "
           f"{args.rounds} rounds x {args.iters} timed iterations (after {args.warmup} warm-up)")  # fmt: skip
-    print(f"{'crop':>5} {'variant':>8} {'device':>6} {'dtype':>9} {'s/iter':>8} {'it/s':>7} {'peak RSS':>9} {'peak GPU':>9} {'speed-up':>8}")
+    print(f"{'crop':>5} {'batch':>5} {'variant':>11} {'device':>6} {'dtype':>9} {'s/iter':>8} {'img/s':>7} {'1st iter':>8} "
+          f"{'peak RSS':>9} {'peak GPU':>9} {'speed-up':>8}")  # fmt: skip
     summary = []
     for crop in crops:
-        base = None
-        for variant in variants:
-            runs = results[(variant, crop)]
-            times = [t for r in runs for t in r["times"]]  # type: ignore[union-attr]
-            median = statistics.median(times)
-            base = base or median
-            rss = max(int(r["peak_rss"]) for r in runs) / 2**30  # type: ignore[arg-type]
-            gpu = max(int(r["peak_gpu"] or 0) for r in runs) / 2**30  # type: ignore[arg-type]
-            print(f"{crop:>5} {variant:>8} {runs[0]['device']:>6} {runs[0]['precision']:>9} {median:>8.3f} {1 / median:>7.2f} "
-                  f"{rss:>8.2f}G {gpu:>8.2f}G {base / median:>7.2f}x")  # fmt: skip
-            summary.append({"crop": crop, "variant": variant, "median_s": median, "peak_rss_gib": rss, "peak_gpu_gib": gpu,
-                            "speedup": base / median, "batch_size": args.batch_size})  # fmt: skip
+        for batch in batches:
+            base = None
+            for variant in variants:
+                runs = [r for r in results[(variant, crop, batch)] if not r.get("oom")]
+                if not runs:
+                    print(f"{crop:>5} {batch:>5} {variant:>11} out of memory")
+                    continue
+                times = [t for r in runs for t in r["times"]]  # type: ignore[union-attr]
+                median = statistics.median(times)
+                base = base or median
+                rss = max(int(r["peak_rss"]) for r in runs) / 2**30  # type: ignore[arg-type]
+                gpu = max(int(r["peak_gpu"] or 0) for r in runs) / 2**30  # type: ignore[arg-type]
+                first = statistics.median(float(r["first"]) for r in runs)  # type: ignore[arg-type]
+                print(f"{crop:>5} {batch:>5} {variant:>11} {runs[0]['device']:>6} {runs[0]['precision']:>9} {median:>8.3f} "
+                      f"{batch / median:>7.2f} {first:>7.1f}s {rss:>8.2f}G {gpu:>8.2f}G {base / median:>7.2f}x")  # fmt: skip
+                summary.append({"crop": crop, "batch_size": batch, "variant": variant, "median_s": median, "images_per_s": batch / median,
+                                "peak_rss_gib": rss, "peak_gpu_gib": gpu, "speedup": base / median, "first_iter_s": first})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

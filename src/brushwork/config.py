@@ -189,7 +189,7 @@ class RunConfig:
     device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on CPUs with AMX/AVX512-bf16 and on CUDA)
     channels_last: bool | None = None  # NHWC layout; None = on for CUDA, off on the CPU (measured slower)
-    compile: bool = False  # torch.compile every network (pays back on long runs)
+    compile: bool | str = "auto"  # torch.compile the networks: true | false | auto (long runs, when a compiler is present)
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 5000
@@ -201,6 +201,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _one_of("run.precision", self.precision, PRECISIONS)
+        _check(isinstance(self.compile, bool) or self.compile == "auto",
+               f"run.compile={self.compile!r} is not valid; expected true, false or auto")  # fmt: skip
         for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
             value = getattr(self, name)
             _check(value >= 1, f"run.{name} must be >= 1, got {value}")

@@ -32,11 +32,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
     from brushwork.training.checkpoint import CheckpointError
+    from brushwork.training.compiling import CompileFailedError
     from brushwork.training.trainer import RunFolderError
 
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
-        CheckpointError, RunFolderError, InceptionWeightsError, MetricInputError, MetricUnavailable,
+        CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
         MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, *USER_ERRORS,
     )  # fmt: skip
 

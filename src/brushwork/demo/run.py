@@ -135,6 +135,7 @@ def train_config(settings: DemoSettings, data_root: Path) -> TrainConfig:
             out=str(settings.out / "run"), seed=settings.seed, device=settings.device,
             sample_every=max(1, settings.steps // 4), checkpoint_every=max(1, settings.steps // 2),
             log_every=max(1, settings.steps // 50), progress=settings.progress,
+            compile=False,  # a few minutes of small steps: compiling would not pay back (docs/benchmarks.md)
         ),
     )  # fmt: skip
 

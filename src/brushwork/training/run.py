@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -18,7 +19,8 @@ from brushwork.utils.seed import seed_everything
 log = logging.getLogger(__name__)
 
 
-def run_training(config: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
+def run_training(config: TrainConfig, *, resume: str | Path | None = None, hooks: Sequence[TrainerHook] = ()) -> TrainResult:
+    """Train ``config`` to the end (or resume it); ``hooks`` run every ``hook.every`` steps beside evaluation."""
     device = resolve_device(config.run.device)
     seed_everything(config.run.seed)
     if config.run.deterministic:
@@ -29,7 +31,7 @@ def run_training(config: TrainConfig, *, resume: str | Path | None = None) -> Tr
     data = build_training_data(method.dataset_kind, config.data, config.run.seed)
     log.info("data: %s", data.description)
     log.info("device: %s, precision: %s", device, config.run.precision)
-    hooks: list[TrainerHook] = []
+    hooks = list(hooks)
     if config.eval.every > 0:
         from brushwork.training.evaluation import EvaluationHook
 

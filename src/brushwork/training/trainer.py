@@ -36,6 +36,7 @@ from brushwork.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from brushwork.training.compiling import CompilePlan, compile_errors, compile_network, plan_compile
 from brushwork.training.logger import MetricLogger
 from brushwork.training.samples import save_sample_grid
 from brushwork.training.schedulers import Scheduler, build_scheduler, step_scheduler
@@ -128,9 +129,6 @@ class Trainer:
             )
             for phase in self.phases
         }
-        if config.run.compile:
-            for name in list(method.networks.keys()):
-                method.networks[name] = torch.compile(method.networks[name])
         self.schedulers: dict[str, Scheduler] = {
             name: build_scheduler(opt, config.optim) for name, opt in self.optimizers.items()
         }
@@ -145,6 +143,18 @@ class Trainer:
             self.steps_per_epoch = max(1, math.ceil(len(data.sampler) / config.data.batch_size))
             if config.optim.max_steps is None:
                 self.total_steps = config.optim.total_epochs * self.steps_per_epoch
+        # The networks as built: samples and evaluation use these, so they never trigger a compile.
+        self._eager_networks = dict(method.networks.items())
+        self.compile_plan: CompilePlan | None = None  # decided once the steps left are known
+
+    def _prepare_compile(self, steps_left: int) -> CompilePlan:
+        """Decide on torch.compile for the steps left (once) and wrap the networks if it is on."""
+        if self.compile_plan is None:
+            self.compile_plan = plan_compile(self.config.run.compile, self.device, steps_left)
+            if self.compile_plan.enabled:
+                for name, net in self._eager_networks.items():
+                    self.method.networks[name] = compile_network(net)
+        return self.compile_plan
 
     # ------------------------------------------------------------------------------------------
     # state
@@ -200,6 +210,7 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One iteration over all phases; returns the named losses as floats."""
+        plan = self._prepare_compile(self.total_steps - self.step)
         ctx: dict[str, Any] = {}
         losses: dict[str, Tensor] = {}
         batch = {k: v.to(self.device, non_blocking=True, memory_format=self.memory_format) for k, v in batch.items()}
@@ -207,9 +218,10 @@ class Trainer:
             self._set_trainable(phase.networks)
             opt = self.optimizers[phase.name]
             opt.zero_grad(set_to_none=True)
-            with self._autocast():
-                total, parts = self.method.phase_loss(phase.name, batch, ctx)
-            self.scaler.scale(total).backward()
+            with compile_errors(plan):
+                with self._autocast():
+                    total, parts = self.method.phase_loss(phase.name, batch, ctx)
+                self.scaler.scale(total).backward()
             self.scaler.step(opt)
             losses.update(parts)
         self.scaler.update()
@@ -280,6 +292,7 @@ class Trainer:
             self.load_state_dict(load_checkpoint(path, map_location=self.device), str(path))
             resumed_from = path
             log.info("resumed from %s at step %d", path, self.step)
+        log.info("torch.compile %s", self._prepare_compile(self.total_steps - self.step).reason)
         self.config.save(self.run_dir / "config.yaml")
         run = self.config.run
         logger = MetricLogger(
@@ -338,11 +351,22 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, self.epoch, interrupted, releases, skipped)
 
     def _run_hook(self, hook: TrainerHook) -> dict[str, float]:
+        with self.eager():
+            return hook(self)
+
+    @contextlib.contextmanager
+    def eager(self) -> Iterator[None]:
+        """The method's networks as built (not compiled), in eval mode, for samples and evaluation."""
+        compiled = dict(self.method.networks.items())
+        for name, net in self._eager_networks.items():
+            self.method.networks[name] = net
         self.method.train(False)
         try:
-            return hook(self)
+            yield
         finally:
             self.method.train(True)
+            for name, net in compiled.items():
+                self.method.networks[name] = net
 
     # ------------------------------------------------------------------------------------------
     # outputs
@@ -354,12 +378,8 @@ class Trainer:
 
     def save_samples(self) -> Path:
         batch = {k: v.to(self.device, memory_format=self.memory_format) for k, v in self._data.sample_batch.items()}
-        self.method.train(False)
-        try:
-            with self._autocast():
-                visuals = self.method.visuals(batch)
-        finally:
-            self.method.train(True)
+        with self.eager(), self._autocast():
+            visuals = self.method.visuals(batch)
         path = self.run_dir / "samples" / f"step_{self.step:08d}.png"
         save_sample_grid(visuals, path)
         return path
