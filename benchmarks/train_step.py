@@ -34,6 +34,7 @@ VARIANTS: dict[str, dict[str, dict[str, object]]] = {
     # What long runs get by default (run.compile=auto compiles runs of 1000+ iterations).
     "compile": {"run": {"precision": "auto", "channels_last": None, "compile": True}},
     "fp32compile": {"run": {"precision": "fp32", "channels_last": None, "compile": True}},
+    "compile_nchw": {"run": {"precision": "auto", "channels_last": False, "compile": True}},
 }
 
 

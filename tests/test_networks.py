@@ -139,3 +139,27 @@ def test_batchnorm_init_and_unknown_type() -> None:
     assert abs(float(bn.weight.mean()) - 1.0) < 0.05 and torch.count_nonzero(bn.bias) == 0
     with pytest.raises(ValueError, match="unknown init_type 'uniform'"):
         init_weights(net, init_type="uniform")
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_keeps_channels_last_and_matches_torch(batch: int, affine: bool) -> None:
+    from brushwork.nn.layers import InstanceNorm2d
+
+    torch.manual_seed(batch)
+    ref = nn.InstanceNorm2d(8, affine=affine)
+    if affine:
+        with torch.no_grad():
+            ref.weight.normal_(), ref.bias.normal_()
+    ours = InstanceNorm2d(8, affine=affine)
+    ours.load_state_dict(ref.state_dict())  # same state: published weights load unchanged
+    grad = torch.randn(batch, 8, 5, 7)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        x = torch.randn(batch, 8, 5, 7).to(memory_format=layout)
+        x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y = ours(x_ours)
+        y.backward(grad)
+        ref(x_ref).backward(grad)
+        torch.testing.assert_close(y, ref(x_ref), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+        assert y.is_contiguous(memory_format=layout)

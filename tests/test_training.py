@@ -257,3 +257,24 @@ def test_fused_passes_compute_the_same_losses(tiny_data: Path, tmp_path: Path) -
         _, d_parts = m.phase_loss("discriminators", batch, ctx)
         results.append({**{k: float(v) for k, v in g_parts.items()}, **{k: float(v) for k, v in d_parts.items()}})
     assert results[0] == pytest.approx(results[1], rel=1e-5)
+
+
+def test_resuming_in_another_layout_gives_optimiser_state_that_layout(tiny_data: Path, tmp_path: Path) -> None:
+    """The fused Adam kernel pairs elements in memory order: moments must follow their parameter's layout."""
+    saved = make_trainer(tiny_data, tmp_path / "a", run__channels_last=True)
+    batch = {k: torch.rand(1, 3, 32, 32) * 2 - 1 for k in ("A", "B")}
+    saved.train_step(batch)
+    state = saved.state_dict()
+    conv = next(p for p in saved.method.networks["G"].parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+    nchw = make_trainer(tiny_data, tmp_path / "b", run__channels_last=False)
+    nchw.train_step(batch)  # chooses the layout and creates optimiser state
+    nchw.load_state_dict(state, "test")
+    for name, opt in nchw.optimizers.items():
+        for p, values in opt.state.items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert values[key].stride() == p.stride(), (name, key)
+    moments = saved.optimizers["generators"].state[conv]["exp_avg"]
+    same = dict(zip(saved.optimizers["generators"].param_groups[0]["params"], nchw.optimizers["generators"].param_groups[0]["params"], strict=True))[conv]
+    torch.testing.assert_close(nchw.optimizers["generators"].state[same]["exp_avg"], moments, rtol=0, atol=0)

@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 NORMS = ("instance", "batch", "none")
 PADDINGS = ("reflect", "replicate", "zero")
 
 NormFactory = Callable[[int], nn.Module]
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` that keeps a channels_last input channels_last.
+
+    torch's instance norm makes its input contiguous and views the batch as one batch-norm sample
+    of N x C channels. On a channels_last tensor that is a full copy in and out, and the next
+    convolution then converts back (on the CPU, oneDNN's bf16 convolutions work in NHWC). Here a
+    channels_last input goes through batch norm one sample at a time instead: the same kernel
+    and the same statistics (biased variance over H x W for each channel of each sample). Other
+    inputs, and the running-statistics variant, take torch's own path. The module has the same
+    state as ``nn.InstanceNorm2d``, so published state dicts load unchanged.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.track_running_stats or x.dim() != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        parts = [F.batch_norm(s, None, None, self.weight, self.bias, training=True, eps=self.eps) for s in x.split(1)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def norm_factory(norm: str) -> NormFactory:
@@ -20,7 +41,7 @@ def norm_factory(norm: str) -> NormFactory:
     statistics (pix2pix).
     """
     if norm == "instance":
-        return lambda c: nn.InstanceNorm2d(c, affine=False, track_running_stats=False)
+        return lambda c: InstanceNorm2d(c, affine=False, track_running_stats=False)
     if norm == "batch":
         return lambda c: nn.BatchNorm2d(c, affine=True, track_running_stats=True)
     if norm == "none":

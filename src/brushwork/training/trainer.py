@@ -114,9 +114,8 @@ class Trainer:
         self.resume = resume
         self.autocast_dtype = resolve_precision(config.run.precision, device)
         self.phases = method.phases()
-        channels_last = config.run.channels_last if config.run.channels_last is not None else device.type == "cuda"
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        method.networks.to(device=device, memory_format=self.memory_format)
+        method.networks.to(device=device)
+        self.memory_format = torch.contiguous_format  # chosen with torch.compile, before the first step
         # The fused Adam kernel exists for CPU and CUDA tensors; elsewhere the foreach one is used.
         fused = device.type in ("cpu", "cuda")
         self.optimizers: dict[str, Optimizer] = {
@@ -147,11 +146,21 @@ class Trainer:
         self._eager_networks = dict(method.networks.items())
         self.compile_plan: CompilePlan | None = None  # decided once the steps left are known
 
-    def _prepare_compile(self, steps_left: int) -> CompilePlan:
-        """Decide on torch.compile for the steps left (once) and wrap the networks if it is on."""
+    def _prepare_speed(self, steps_left: int) -> CompilePlan:
+        """Once, before the first step: decide on torch.compile for the steps left, then the layout.
+
+        channels_last (NHWC) by default on CUDA, and on the CPU for eager runs: oneDNN and cuDNN
+        convolutions prefer it and our InstanceNorm2d keeps it. Compiled CPU graphs were measured
+        faster in NCHW (docs/benchmarks.md).
+        """
         if self.compile_plan is None:
-            self.compile_plan = plan_compile(self.config.run.compile, self.device, steps_left)
-            if self.compile_plan.enabled:
+            plan = self.compile_plan = plan_compile(self.config.run.compile, self.device, steps_left)
+            channels_last = self.config.run.channels_last
+            if channels_last is None:
+                channels_last = self.device.type == "cuda" or (self.device.type == "cpu" and not plan.enabled)
+            self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            self.method.networks.to(memory_format=self.memory_format)
+            if plan.enabled:
                 for name, net in self._eager_networks.items():
                     self.method.networks[name] = compile_network(net)
         return self.compile_plan
@@ -187,6 +196,7 @@ class Trainer:
                 ) from None
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+            _match_layouts(opt)
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
         self.scaler.load_state_dict(state["scaler"])
@@ -210,7 +220,7 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One iteration over all phases; returns the named losses as floats."""
-        plan = self._prepare_compile(self.total_steps - self.step)
+        plan = self._prepare_speed(self.total_steps - self.step)
         ctx: dict[str, Any] = {}
         losses: dict[str, Tensor] = {}
         batch = {k: v.to(self.device, non_blocking=True, memory_format=self.memory_format) for k, v in batch.items()}
@@ -287,12 +297,15 @@ class Trainer:
         skipped = len(self._data.skipped)
         self._prepare_run_dir()
         resumed_from = None
+        state = None
         if self.resume is not None:
-            path = find_resume_checkpoint(self.run_dir, self.resume)
-            self.load_state_dict(load_checkpoint(path, map_location=self.device), str(path))
-            resumed_from = path
-            log.info("resumed from %s at step %d", path, self.step)
-        log.info("torch.compile %s", self._prepare_compile(self.total_steps - self.step).reason)
+            resumed_from = find_resume_checkpoint(self.run_dir, self.resume)
+            state = load_checkpoint(resumed_from, map_location=self.device)
+        plan = self._prepare_speed(self.total_steps - int(state["step"] if state else 0))
+        log.info("torch.compile %s; %s layout", plan.reason, "channels_last" if self.memory_format == torch.channels_last else "NCHW")
+        if state is not None:
+            self.load_state_dict(state, str(resumed_from))
+            log.info("resumed from %s at step %d", resumed_from, self.step)
         self.config.save(self.run_dir / "config.yaml")
         run = self.config.run
         logger = MetricLogger(
@@ -409,6 +422,20 @@ def export_releases(
         )
         out[direction] = save_release(net, out_root / direction, release)
     return out
+
+
+def _match_layouts(opt: Optimizer) -> None:
+    """Give loaded optimiser state the memory layout of its parameter.
+
+    The state may come from a run with another layout (channels_last or not). The fused Adam
+    kernel walks a parameter and its moments in memory order, so a mismatch would silently pair
+    the wrong elements.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
