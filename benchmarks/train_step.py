@@ -31,10 +31,13 @@ VARIANTS: dict[str, dict[str, dict[str, object]]] = {
     "cl": {"run": {"precision": "fp32", "channels_last": True, "compile": False}},
     "bf16cl": {"run": {"precision": "auto", "channels_last": True, "compile": False}},
     "fast": {"run": {"precision": "auto", "channels_last": None, "compile": False}},  # the eager defaults
-    # What long runs get by default (run.compile=auto compiles runs of 1000+ iterations).
+    # What long runs get by default (run.compile=auto compiles runs of 2000+ iterations).
     "compile": {"run": {"precision": "auto", "channels_last": None, "compile": True}},
     "fp32compile": {"run": {"precision": "fp32", "channels_last": None, "compile": True}},
     "compile_nchw": {"run": {"precision": "auto", "channels_last": False, "compile": True}},
+    "compile_cl": {"run": {"precision": "auto", "channels_last": True, "compile": True}},
+    # The eager fast path with each network pass on its own batch (CycleGAN's passes batched off).
+    "fast_unbatched": {"run": {"precision": "auto", "channels_last": None, "compile": False}, "attrs": {"fuse_passes": False}},
 }
 
 
@@ -52,10 +55,13 @@ def child(variant: str, crop: int, batch: int, iters: int, warmup: int, device_n
         "run": {"progress": False, "tensorboard": False, "device": device_name},
     }
     for section, values in VARIANTS[variant].items():
-        overrides.setdefault(section, {}).update(values)
+        if section != "attrs":
+            overrides.setdefault(section, {}).update(values)
     cfg = resolve_train_config(overrides=overrides)
     torch.manual_seed(0)
     method = build_method(cfg)
+    for name, value in VARIANTS[variant].get("attrs", {}).items():
+        setattr(method, name, value)
     trainer = Trainer(method, cfg, None, device=device)  # synthetic batches: no data set needed
     batch = {k: (torch.rand(batch, 3, crop, crop) * 2 - 1).to(device) for k in ("A", "B")}
     times, first = [], 0.0

@@ -56,7 +56,7 @@ def train(
     device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N | mps")] = None,
     precision: Annotated[str | None, Opt(help="fp32 | bf16 | fp16 | auto")] = None,
     channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC memory layout.")] = None,
-    compile_: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the networks (default: auto, on for runs of 1000+ iterations when a compiler is present).")] = None,
+    compile_: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the networks (default: auto, on for runs of 2000+ iterations when a compiler is present).")] = None,
     log_every: Annotated[int | None, Opt(help="Log losses every N steps.")] = None,
     sample_every: Annotated[int | None, Opt(help="Save a sample grid every N steps.")] = None,
     checkpoint_every: Annotated[int | None, Opt(help="Save a checkpoint every N steps.")] = None,
