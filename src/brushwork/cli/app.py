@@ -53,6 +53,8 @@ def setup_logging(verbose: bool = False) -> None:
     )
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", module="torch.utils.tensorboard")
+    # torch.compile on a CPU-only machine: "No CUDA runtime is found" says nothing a user can act on.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def main() -> None:
