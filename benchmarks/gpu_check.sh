@@ -37,7 +37,9 @@ for precision in ("fp32", "auto"):
 EOF
 
 # 2. Training speed: plain fp32 eager (the reference path) vs the fast path, eager and compiled.
-"$PY" benchmarks/train_step.py --device cuda --crops 256 --variants plain,fast,compile \
+#    "bf16" is the fast path in NCHW: against "fast" it shows what channels_last (and the
+#    per-sample instance norm that keeps it) does on this GPU at each batch size.
+"$PY" benchmarks/train_step.py --device cuda --crops 256 --variants plain,bf16,fast,compile \
     --batch-sizes 1,4,8,16 --iters 10 --rounds 2 --warmup 3 --json "$OUT/train_step.json" | tee "$OUT/train_step.txt"
 
 # 3. Inference speed and fast-vs-plain PSNR at batch 1 and 8.
