@@ -43,10 +43,8 @@ class CompilePlan:
 
 
 def _cxx_compiler() -> str | None:
-    candidates = [os.environ.get("CXX", "")] if os.environ.get("CXX") else []
-    candidates += ["g++", "clang++", "c++"]
-    for name in candidates:
-        found = shutil.which(name)
+    for name in (os.environ.get("CXX"), "g++", "clang++", "c++"):
+        found = shutil.which(name) if name else None
         if found:
             return found
     return None

@@ -224,16 +224,16 @@ class Trainer:
         ctx: dict[str, Any] = {}
         losses: dict[str, Tensor] = {}
         batch = {k: v.to(self.device, non_blocking=True, memory_format=self.memory_format) for k, v in batch.items()}
-        for phase in self.phases:
-            self._set_trainable(phase.networks)
-            opt = self.optimizers[phase.name]
-            opt.zero_grad(set_to_none=True)
-            with compile_errors(plan):
+        with compile_errors(plan):
+            for phase in self.phases:
+                self._set_trainable(phase.networks)
+                opt = self.optimizers[phase.name]
+                opt.zero_grad(set_to_none=True)
                 with self._autocast():
                     total, parts = self.method.phase_loss(phase.name, batch, ctx)
                 self.scaler.scale(total).backward()
-            self.scaler.step(opt)
-            losses.update(parts)
+                self.scaler.step(opt)
+                losses.update(parts)
         self.scaler.update()
         self._set_trainable(tuple(self.method.networks.keys()))
         # One device-to-host copy for all losses (a sync per loss would stall a GPU eight times).
