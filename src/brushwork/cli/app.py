@@ -16,11 +16,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Errors that are the user's input, not a bug: shown as one line, exit status 2.
-USER_ERRORS: tuple[type[BaseException], ...] = ()
-
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, not a bug: shown as one line, exit status 2."""
     from brushwork.cli.compare import MethodSpecError
     from brushwork.config import ConfigError
     from brushwork.data.imageio import ImageReadError, ImageWriteError
@@ -34,11 +32,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.training.checkpoint import CheckpointError
     from brushwork.training.compiling import CompileFailedError
     from brushwork.training.trainer import RunFolderError
+    from brushwork.utils.device import DeviceError
 
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
-        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, *USER_ERRORS,
+        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError,
     )  # fmt: skip
 
 

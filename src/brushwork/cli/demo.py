@@ -13,8 +13,8 @@ from brushwork.cli.app import app, setup_logging
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the data, run and HTML page.")] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option(help="Training iterations.")] = 2000,
-    crops: Annotated[int, typer.Option(help="Training crops per domain.")] = 240,
+    steps: Annotated[int, typer.Option(min=1, help="Training iterations.")] = 2000,
+    crops: Annotated[int, typer.Option(min=1, help="Training crops per domain.")] = 240,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
@@ -23,7 +23,9 @@ def demo(
     setup_logging()
     from brushwork.demo.run import DemoSettings, run_demo
     from brushwork.training.checkpoint import list_checkpoints
+    from brushwork.utils.device import resolve_device
 
+    resolve_device(device)  # a bad --device fails before any data is written
     if list_checkpoints(out / "run"):
         raise typer.BadParameter(f"{out} already holds a demo run; remove it or pass another --out")
     settings = DemoSettings(out=out, steps=steps, crops_per_domain=crops, seed=seed, device=device, progress=not no_progress)

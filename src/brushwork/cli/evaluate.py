@@ -88,7 +88,7 @@ def evaluate(
     metrics: Annotated[str | None, Opt("--metrics", help="Comma-separated subset of is,fid,kid,ssim,lpips (default: is,fid,kid, plus ssim and lpips with --source).")] = None,
     inception_weights: Annotated[Path | None, Opt("--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (else $BRUSHWORK_INCEPTION_WEIGHTS, then torch hub's cache, then a download).")] = None,
     device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
-    batch_size: Annotated[int, Opt("--batch-size", help="Images per Inception forward pass.")] = 32,
+    batch_size: Annotated[int, Opt("--batch-size", min=1, help="Images per Inception forward pass.")] = 32,
     cache: Annotated[bool, Opt("--cache/--no-cache", help="Reuse the reference set's features between runs.")] = True,
     cache_dir: Annotated[Path | None, Opt("--cache-dir", help="Feature cache folder (default ~/.cache/brushwork/features).")] = None,
     strip_suffix: Annotated[list[str] | None, Opt("--strip-suffix", help="Remove this suffix from output names before matching them to --source (e.g. _fake).")] = None,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 
 
+class DeviceError(ValueError):
+    """A device or precision that this machine cannot provide; the message names it."""
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; anything else is checked, not trusted."""
     if name == "auto":
@@ -17,11 +21,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps") from exc
+        raise DeviceError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available on this machine")
+        raise DeviceError(f"device {name!r} was asked for but CUDA is not available on this machine")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {name!r} was asked for but Apple MPS is not available on this machine")
+        raise DeviceError(f"device {name!r} was asked for but Apple MPS is not available on this machine")
     return device
 
 
@@ -43,7 +47,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16
     if precision == "fp16":
         if device.type == "cpu":
-            raise ValueError("precision fp16 is not supported on the CPU; use bf16 or fp32")
+            raise DeviceError("precision fp16 is not supported on the CPU; use bf16 or fp32")
         return torch.float16
     if precision == "auto":
         if device.type == "cuda":
@@ -51,4 +55,4 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         if device.type == "cpu" and cpu_supports_bf16():
             return torch.bfloat16
         return torch.float32
-    raise ValueError(f"unknown precision {precision!r}; expected fp32, bf16, fp16 or auto")
+    raise DeviceError(f"unknown precision {precision!r}; expected fp32, bf16, fp16 or auto")
