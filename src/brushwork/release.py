@@ -96,12 +96,15 @@ def build_from_architecture(arch: dict[str, Any], where: str = "architecture") -
 
 def save_release(model: nn.Module, out_dir: Path, config: ReleaseConfig) -> Path:
     """Write a release folder atomically (each file) and return it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "brushwork_version": __version__}
-    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    atomic_write_text(out_dir / CONFIG_NAME, config.to_json())
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        atomic_write_text(out_dir / CONFIG_NAME, config.to_json())
+    except OSError as exc:
+        raise ReleaseError(f"cannot write release folder {out_dir} ({exc.strerror or exc})") from None
     return out_dir
 
 

@@ -33,10 +33,11 @@ def download(
 ) -> None:
     """Download a published generator into the cache (and optionally convert it)."""
     setup_logging()
-    from brushwork.inference.sources import download_published, import_pth, sha256_file
+    from brushwork.inference.sources import download_published, import_pth
+    from brushwork.utils.files import file_sha256
 
     path = download_published(name, force=force)
-    typer.echo(f"{name}: {path} (sha256 {sha256_file(path)})")
+    typer.echo(f"{name}: {path} (sha256 {file_sha256(path)})")
     if out is not None:
         typer.echo(f"release: {import_pth(path, out, name=name)}")
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from brushwork.cli.app import app, setup_logging
+from brushwork.cli.app import app, setup_logging, user_errors
 
 if TYPE_CHECKING:
     from brushwork.inference import Stylizer
@@ -42,21 +42,24 @@ def stylize(
     setup_logging(verbose)
     from brushwork.inference import Stylizer
     from brushwork.inference.io import collect_inputs, output_suffix
+    from brushwork.inference.stylizer import MIN_SIDE
 
     if fmt is not None:
         try:
             output_suffix(Path("x.png"), fmt)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--format") from None
-    if size is not None and size < 4:
-        raise typer.BadParameter(f"--size must be at least 4, got {size}", param_hint="--size")
+    if size is not None and size < MIN_SIDE:
+        raise typer.BadParameter(f"--size must be at least {MIN_SIDE}, got {size}", param_hint="--size")
+    if memory_gb is not None and not 0 <= memory_gb < 1 << 20:  # 0 = the default budget
+        raise typer.BadParameter(f"--memory-gb must be a number of GiB >= 0, got {memory_gb}", param_hint="--memory-gb")
     try:
         stylizer = Stylizer.from_pretrained(
             model, direction=direction, norm=norm, device=device, precision=precision, batch_size=batch_size,
             tile_size=tile_size, memory_budget=int(memory_gb * (1 << 30)) if memory_gb else None,
         )
     except ValueError as exc:
-        if isinstance(exc, _user_errors()):
+        if isinstance(exc, user_errors()):
             raise
         raise typer.BadParameter(str(exc)) from None  # device / precision / batch size
     items, missing = collect_inputs(inputs)
@@ -79,12 +82,6 @@ def stylize(
         for _, message in report.failed:
             typer.echo(f"  {message}", err=True)
         raise typer.Exit(1)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from brushwork.cli.app import user_errors
-
-    return user_errors()
 
 
 def _run_with_progress(stylizer: Stylizer, items: list[InputItem], out: Path, *, fmt: str | None, size: int | None,

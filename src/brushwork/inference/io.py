@@ -29,7 +29,7 @@ from brushwork.data.imageio import (
     read_image,
     save_image,
 )
-from brushwork.inference.stylizer import ImageTooSmallError, Stylizer
+from brushwork.inference.stylizer import MIN_SIDE, ImageTooSmallError, Stylizer
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +202,9 @@ def stylize_files(
             loaded.rgb = resize_short_side(loaded.rgb, size)
             if loaded.alpha is not None:
                 loaded.alpha = loaded.alpha.resize(loaded.rgb.size, Image.Resampling.BICUBIC)
-        if min(loaded.rgb.size) < 4:
+        if min(loaded.rgb.size) < MIN_SIDE:
             w, h = loaded.rgb.size
-            _fail(report, progress, item, f"{item.path}: image is {w}x{h} pixels; brushwork needs at least 4x4")
+            _fail(report, progress, item, f"{item.path}: image is {w}x{h} pixels; brushwork needs at least {MIN_SIDE}x{MIN_SIDE}")
             continue
         bucket = buckets.setdefault(loaded.rgb.size, [])
         bucket.append(_Pending(item, target, loaded))

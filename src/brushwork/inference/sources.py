@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -33,13 +32,12 @@ from brushwork.release import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     ReleaseConfig,
-    ReleaseError,
     build_from_architecture,
     load_release,
     release_config_for,
     save_release,
 )
-from brushwork.utils.files import atomic_path
+from brushwork.utils.files import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +235,6 @@ def generator_from_state_dict(state: dict[str, Tensor], *, norm: str | None = No
     return model.eval(), inferred.architecture
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_pth(path: Path, out_dir: Path, *, norm: str | None = None, train_size: int = 256,
                direction: str = "AtoB", name: str | None = None) -> Path:
     """Convert an official CycleGAN ``.pth`` into a release folder; the source's sha256 is recorded."""
@@ -253,7 +243,7 @@ def import_pth(path: Path, out_dir: Path, *, norm: str | None = None, train_size
     provenance: dict[str, Any] = {
         "converted_from": "official CycleGAN state dict",
         "source_file": path.name,
-        "source_sha256": sha256_file(path),
+        "source_sha256": file_sha256(path),
         "norm_assumed": norm is None and arch["norm"] == "instance",
     }
     if name is not None:
@@ -411,11 +401,6 @@ def _config_for_pth(arch: dict[str, Any], file_name: str, direction: str | None,
     if published:
         provenance["published_name"] = published
     return release_config_for(arch, direction=direction, source=source, target=target, train_size=256, provenance=provenance)
-
-
-def source_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean a bad model source (for front ends that report them as user errors)."""
-    return (ModelSourceError, DownloadError, ReleaseError)
 
 
 __all__ = [

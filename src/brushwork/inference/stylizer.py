@@ -30,9 +30,10 @@ from PIL import Image
 from torch import Tensor, nn
 
 from brushwork.data.imageio import read_image, to_rgb_alpha
-from brushwork.inference.tiling import TiledRunner
+from brushwork.data.transforms import pil_to_uint8, unit_to_uint8
+from brushwork.inference.tiling import TiledRunner, to_unit
 from brushwork.release import ReleaseConfig
-from brushwork.utils.device import cpu_supports_bf16, resolve_device, resolve_precision
+from brushwork.utils.device import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,7 @@ def resolve_inference_precision(precision: str, device: torch.device) -> torch.d
     Inference prefers fp16 over bf16 on GPUs: both run on the tensor cores, and fp16 keeps three
     more mantissa bits (the activations of these generators are far from fp16's range limits).
     """
-    if precision == "auto":
-        if device.type == "cpu":
-            return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    if precision == "auto" and device.type != "cpu":
         return torch.float16
     return resolve_precision(precision, device)
 
@@ -241,14 +240,10 @@ class Stylizer:
 
     def _translate_untiled(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        is_uint8 = x.dtype == torch.uint8
-        xf = x.float().div_(127.5).sub_(1.0) if is_uint8 else x.float()
         ph, pw = self._padded_size(h, w)
-        y = self._forward(self._to_model(_pad(xf, ph, pw)))
+        y = self._forward(self._to_model(_pad(to_unit(x), ph, pw)))
         y = y[..., :h, :w].float().cpu()
-        if is_uint8:
-            return y.add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
-        return y.contiguous()
+        return unit_to_uint8(y) if x.dtype == torch.uint8 else y.contiguous()
 
     def _translate_tiled(self, x: Tensor) -> Tensor:
         """One (C, H, W) image (uint8, or float in [-1, 1]) in tiles; the result has the input's dtype."""
@@ -275,7 +270,7 @@ class Stylizer:
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                batch = torch.stack([_rgb_to_uint8(images[i]) for i in chunk])
+                batch = torch.stack([pil_to_uint8(images[i]) for i in chunk])
                 result = self.translate(batch)
                 for k, i in enumerate(chunk):
                     out[i] = Image.fromarray(result[k].permute(1, 2, 0).numpy(), mode="RGB")
@@ -308,11 +303,6 @@ class Stylizer:
         prepared = [_Prepared.make(item) for item in items]
         rgb_out = self.stylize_rgb([p.rgb for p in prepared])
         return [p.finish(out) for p, out in zip(prepared, rgb_out, strict=True)]
-
-
-def _rgb_to_uint8(img: Image.Image) -> Tensor:
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 class _Prepared:

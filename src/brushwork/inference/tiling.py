@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from brushwork.data.transforms import uint8_to_unit, unit_to_uint8
+
 
 class StatsNorm(nn.Module):
     """Instance norm with statistics that are recorded once, then reused for every input.
@@ -168,20 +170,13 @@ class TiledRunner:
         self.stats_size = stats_size
         self.prepare = prepare
 
-    @staticmethod
-    def _float(x: Tensor) -> Tensor:
-        """uint8 [0, 255] -> float [-1, 1]; float input is taken to be in [-1, 1] already."""
-        if x.dtype == torch.uint8:
-            return x.float().div_(127.5).sub_(1.0)
-        return x.float()
-
     def _stats_input(self, image: Tensor) -> Tensor:
         """The whole image, downscaled (antialiased) so that its long side is ``stats_size``."""
         _, h, w = image.shape
         m = self.multiple
         scale = min(1.0, self.stats_size / max(h, w))
         sh, sw = max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
-        x = self._float(image).unsqueeze(0)
+        x = to_unit(image).unsqueeze(0)
         if (sh, sw) != (h, w):
             x = F.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
         return x
@@ -213,7 +208,7 @@ class TiledRunner:
                 acc, wsum = acc[:, done:], wsum[:, done:]
                 band_top = top
             for j, left in enumerate(plan.cols):
-                x = self._float(image[:, top : top + plan.tile_h, left : left + plan.tile_w]).unsqueeze(0)
+                x = to_unit(image[:, top : top + plan.tile_h, left : left + plan.tile_w]).unsqueeze(0)
                 y = self.model(self.prepare(x))[0].float().cpu()
                 if out is None:
                     out = torch.empty((y.shape[0], height, width), dtype=image.dtype if image.dtype == torch.uint8 else torch.float32)
@@ -234,7 +229,10 @@ class TiledRunner:
         return out
 
 
+def to_unit(x: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float [-1, 1]; float input is taken to be in [-1, 1] already."""
+    return uint8_to_unit(x) if x.dtype == torch.uint8 else x.float()
+
+
 def _finish(x: Tensor, dtype: torch.dtype) -> Tensor:
-    if dtype == torch.uint8:
-        return x.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
-    return x
+    return unit_to_uint8(x) if dtype == torch.uint8 else x

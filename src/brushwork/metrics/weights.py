@@ -20,6 +20,10 @@ import logging
 import os
 from pathlib import Path
 
+from brushwork.utils.files import (
+    file_sha256 as file_sha256,  # re-exported for metrics.features and the tests
+)
+
 log = logging.getLogger(__name__)
 
 INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
@@ -103,9 +107,4 @@ def _download(target: Path, timeout: float = 60.0) -> Path:
     return target
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+
