@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from brushwork.cli.app import app, setup_logging
-from brushwork.cli.evaluate import print_results, progress_factory, write_json
+from brushwork.cli.evaluate import print_results, progress_factory
+from brushwork.utils.files import atomic_write_json
 
 if TYPE_CHECKING:
     from brushwork.metrics.evaluate import Matching
@@ -116,6 +117,7 @@ def compare(
     run on the inputs now. Missing and extra names are reported, never silently dropped.
     """
     setup_logging(verbose)
+    from brushwork.inference.io import check_output_folder
     from brushwork.metrics.evaluate import (
         Evaluator,
         by_name,
@@ -128,6 +130,8 @@ def compare(
     from brushwork.utils.device import resolve_device
 
     specs = [parse_method(m) for m in method]
+    for folder in {out.parent, (grid or out).parent, (json_out or out).parent}:
+        check_output_folder(folder)  # unwritable: fail now, not after the scoring
     seen: set[str] = set()
     for spec in specs:
         if spec.name in seen:
@@ -186,5 +190,5 @@ def compare(
         "methods": [{"source": c.source, **c.result.to_dict()} for c in columns],
     }
     json_path = json_out if json_out is not None else out.with_suffix(".json")
-    write_json(json_path, payload)
+    atomic_write_json(json_path, payload)
     typer.echo(f"wrote {json_path}")

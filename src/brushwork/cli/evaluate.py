@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from brushwork.cli.app import app, setup_logging
+from brushwork.utils.files import atomic_write_json
 
 if TYPE_CHECKING:
     from brushwork.metrics.evaluate import ProgressFactory, SetResult
@@ -73,12 +73,6 @@ def print_results(results: list[SetResult], title: str) -> None:
         console.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False)
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    from brushwork.utils.files import atomic_write_text
-
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
-
-
 @app.command()
 def evaluate(
     real: Annotated[Path, Opt("--real", help="Folder of real images of the target domain (the reference set).")],
@@ -102,6 +96,7 @@ def evaluate(
     setup_logging(verbose)
     import logging
 
+    from brushwork.inference.io import check_output_folder
     from brushwork.metrics.evaluate import (
         Evaluator,
         images_in,
@@ -130,6 +125,8 @@ def evaluate(
         if matching.extra:
             log.warning("%d output(s) in %s match no input in %s: %s", len(matching.extra), fake, source, ", ".join(matching.extra[:10]))
 
+    if json_out is not None:
+        check_output_folder(json_out.parent)  # unwritable: fail now, not after the scoring
     evaluator = Evaluator(
         wanted=wanted,
         required=required,
@@ -155,5 +152,5 @@ def evaluate(
             "protocol": protocol_dict(evaluator.loaded_extractor),
             **{k: v for k, v in result.to_dict().items() if k != "name"},
         }
-        write_json(json_out, payload)
+        atomic_write_json(json_out, payload)
         typer.echo(f"wrote {json_out}")

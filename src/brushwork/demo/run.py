@@ -10,7 +10,6 @@ stylised with the exported A->B release model, and compared with their true styl
 from __future__ import annotations
 
 import html
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from brushwork.config import (
 from brushwork.data.imageio import save_image
 from brushwork.data.transforms import pil_to_uint8
 from brushwork.demo.style import sepia_wash
-from brushwork.utils.files import atomic_write_text
+from brushwork.utils.files import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +185,7 @@ def run_demo(settings: DemoSettings) -> tuple[DemoScores, Path]:
         psnr_model=float(np.mean(psnr_m)), psnr_baseline=float(np.mean(psnr_b)),
         ssim_model=float(np.mean(ssim_m)), ssim_baseline=float(np.mean(ssim_b)), images=len(tests),
     )  # fmt: skip
-    atomic_write_text(settings.out / "scores.json", json.dumps({**scores.__dict__, "beats_baseline": scores.beats_baseline}, indent=2))
+    atomic_write_json(settings.out / "scores.json", {**scores.__dict__, "beats_baseline": scores.beats_baseline})
     page = settings.out / "index.html"
     atomic_write_text(page, _html(scores, rows, result.step))
     return scores, page

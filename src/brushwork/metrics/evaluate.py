@@ -35,6 +35,7 @@ from brushwork.metrics.scores import (
     frechet_distance,
     inception_score,
     kernel_inception_distance,
+    match_size,
     ssim,
 )
 
@@ -334,6 +335,7 @@ class Evaluator:
         tick = self._progress(f"content preservation: {result.name}", len(matching.pairs))
         for name, src_path, out_path in matching.pairs:
             src, out = load_uint8(src_path), load_uint8(out_path)
+            out = match_size(out, (int(src.shape[1]), int(src.shape[2])))  # once, for both scores
             scores: dict[str, float] = {}
             if want_ssim:
                 scores["ssim"] = ssim(src, out)

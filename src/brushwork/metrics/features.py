@@ -61,10 +61,6 @@ class InceptionFeatures:
     def __len__(self) -> int:
         return int(self.pool.shape[0])
 
-    def take(self, index: Sequence[int] | slice) -> InceptionFeatures:
-        idx = index if isinstance(index, slice) else torch.as_tensor(list(index), dtype=torch.long)
-        return InceptionFeatures(self.pool[idx], self.logits[idx])
-
 
 def load_uint8(path: Path | str) -> Tensor:
     """An image file as a uint8 (3, H, W) tensor, read faithfully (see the module docstring)."""

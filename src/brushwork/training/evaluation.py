@@ -9,6 +9,7 @@ The real images' features are computed once per run (and cached on disk between 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from brushwork.metrics.evaluate import images_in
 from brushwork.metrics.features import FeatureCache, InceptionExtractor, InceptionFeatures
 from brushwork.metrics.scores import frechet_distance, kernel_inception_distance
 from brushwork.metrics.weights import find_inception_weights
-from brushwork.utils.files import atomic_write_text
+from brushwork.utils.files import atomic_write_json
 
 if TYPE_CHECKING:
     from brushwork.training.trainer import Trainer
@@ -100,8 +101,6 @@ class EvaluationHook:
         return out
 
     def _load_best(self, run_dir: Path, directions: list[str]) -> dict[str, dict[str, Any]]:
-        import json
-
         best: dict[str, dict[str, Any]] = {}
         for direction in directions:
             path = run_dir / "best" / direction / BEST_FILE
@@ -115,8 +114,6 @@ class EvaluationHook:
         return best
 
     def __call__(self, trainer: Trainer) -> dict[str, float]:
-        import json
-
         from brushwork.training.trainer import export_releases
 
         specs = trainer.method.release_specs()
@@ -138,7 +135,7 @@ class EvaluationHook:
                 export_releases(trainer.method, trainer.config, out_root, step=trainer.step, run_dir=trainer.run_dir, directions=[direction])
                 record = {"metric": self.metric, "value": value, "step": trainer.step, **scores,
                           "n_fake": len(fake), "n_real": len(real)}  # fmt: skip
-                atomic_write_text(out_root / direction / BEST_FILE, json.dumps(record, indent=2) + "\n")
+                atomic_write_json(out_root / direction / BEST_FILE, record)
                 self.best[direction] = record
                 log.info("step %d: new best %s %s = %.5g -> %s", trainer.step, direction, self.metric, value, out_root / direction)
             values[f"{direction}/best_{self.metric}"] = self.best[direction]["value"]
