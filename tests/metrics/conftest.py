@@ -39,7 +39,7 @@ def _one_torch_thread() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's caches, and none may download."""
-    monkeypatch.setenv("BRUSHWORK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BRUSHWORK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setenv("BRUSHWORK_OFFLINE", "1")
     monkeypatch.delenv("BRUSHWORK_INCEPTION_WEIGHTS", raising=False)

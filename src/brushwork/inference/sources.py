@@ -37,6 +37,7 @@ from brushwork.release import (
     release_config_for,
     save_release,
 )
+from brushwork.utils.cache import cache_dir
 from brushwork.utils.files import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ PUBLISHED_MODELS: tuple[str, ...] = (
 )  # fmt: skip
 PUBLISHED_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/"
 #: Environment variables: the cache folder, and a mirror of the published models (tests use one).
-CACHE_ENV = "BRUSHWORK_CACHE"
 URL_ENV = "BRUSHWORK_MODEL_URL"
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -256,15 +256,6 @@ def import_pth(path: Path, out_dir: Path, *, norm: str | None = None, train_size
 
 # ---------------------------------------------------------------------------------------------
 # Published models: cache and download
-
-
-def cache_dir() -> Path:
-    """``$BRUSHWORK_CACHE``, else ``$XDG_CACHE_HOME/brushwork``, else ``~/.cache/brushwork``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "brushwork"
 
 
 def published_path(name: str, root: Path | None = None) -> Path:

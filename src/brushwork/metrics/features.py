@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from brushwork.metrics.weights import (
     file_sha256,
     find_inception_weights,
 )
+from brushwork.utils.cache import cache_dir
 from brushwork.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -192,13 +192,8 @@ class InceptionExtractor:
 
 
 def default_cache_dir() -> Path:
-    """``$BRUSHWORK_CACHE_DIR``, else ``$XDG_CACHE_HOME/brushwork`` (``~/.cache/brushwork``), + ``/features``."""
-    root = os.environ.get("BRUSHWORK_CACHE_DIR")
-    if root:
-        return Path(root).expanduser() / "features"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "brushwork" / "features"
+    """``features/`` in brushwork's cache folder (``$BRUSHWORK_CACHE``, default ``~/.cache/brushwork``)."""
+    return cache_dir("features")
 
 
 class FeatureCache:
