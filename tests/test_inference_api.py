@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from brushwork.inference import Stylizer
-from brushwork.inference.stylizer import ImageTooSmallError, resolve_inference_precision
-from brushwork.utils.device import cpu_supports_bf16
+from brushwork.inference.stylizer import ImageTooSmallError
 from tests._inference_helpers import tiny_generator, tiny_release
 
 
@@ -125,13 +124,10 @@ def test_caller_model_is_not_modified() -> None:
 
 
 def test_precision_choice_and_bf16_quality() -> None:
-    cpu = torch.device("cpu")
-    expected = torch.bfloat16 if cpu_supports_bf16() else torch.float32
-    assert resolve_inference_precision("auto", cpu) == expected
-    assert resolve_inference_precision("fp32", cpu) == torch.float32
-    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
-        resolve_inference_precision("fp16", cpu)
     net, config = tiny_generator(n_blocks=3, ngf=8, gain=0.05)
+    assert Stylizer(net, config, device="cpu", precision="fp32").dtype == torch.float32
+    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
+        Stylizer(net, config, device="cpu", precision="fp16")
     x = torch.from_numpy(rgb_array(64, 64)).permute(2, 0, 1)[None]
     a = Stylizer(net, config, device="cpu", precision="fp32").translate(x).float()
     b = Stylizer(net, config, device="cpu", precision="bf16").translate(x).float()

@@ -187,8 +187,9 @@ class RunConfig:
     out: str = "runs/cyclegan"
     seed: int = 0
     device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
-    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on CPUs with AMX/AVX512-bf16 and on CUDA)
-    channels_last: bool | None = None  # NHWC layout; None = on for CPU and CUDA (measured faster), off elsewhere
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (CPU: the fastest measured, brushwork.tuning; CUDA: bf16)
+    channels_last: bool | None = None  # NHWC layout; None = auto (CPU: measured, brushwork.tuning; CUDA: on)
+    gemm_weight_grad: bool | None = None  # conv weight gradients as GEMMs (CPU, fp32, NHWC); None = measured
     compile: bool | str = "auto"  # torch.compile the networks: true | false | auto (long runs, when a compiler is present)
     log_every: int = 10
     sample_every: int = 500

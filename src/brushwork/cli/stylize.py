@@ -28,7 +28,7 @@ def stylize(
     side_by_side: Annotated[bool, Opt("--side-by-side", help="Write input|output pairs.")] = False,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace existing outputs (default: skip them).")] = False,
     device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
-    precision: Annotated[str, Opt(help="auto (bf16 on CPUs with native bf16, fp16 on GPUs) | fp32 | bf16 | fp16")] = "auto",
+    precision: Annotated[str, Opt(help="auto (CPU: the fastest measured on this machine; GPU: fp16) | fp32 | bf16 | fp16")] = "auto",
     batch_size: Annotated[int, Opt("--batch-size", "-b", help="Same-size images per forward pass.")] = 4,
     tile_size: Annotated[int | None, Opt(help="Process in tiles of this side (default: only above the memory budget).")] = None,
     memory_gb: Annotated[float | None, Opt("--memory-gb", help="Memory budget of one forward pass in GiB.")] = None,

@@ -33,7 +33,8 @@ from brushwork.data.imageio import read_image, to_rgb_alpha
 from brushwork.data.transforms import pil_to_uint8, unit_to_uint8
 from brushwork.inference.tiling import TiledRunner, to_unit
 from brushwork.release import ReleaseConfig
-from brushwork.utils.device import resolve_device, resolve_precision
+from brushwork.tuning import choose_speed
+from brushwork.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,6 @@ T = TypeVar("T")
 
 class ImageTooSmallError(ValueError):
     """An image is too small to stylise; the message names its size and the minimum."""
-
-
-def resolve_inference_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), fp16 on GPUs, else fp32.
-
-    Inference prefers fp16 over bf16 on GPUs: both run on the tensor cores, and fp16 keeps three
-    more mantissa bits (the activations of these generators are far from fp16's range limits).
-    """
-    if precision == "auto" and device.type != "cpu":
-        return torch.float16
-    return resolve_precision(precision, device)
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -111,7 +101,8 @@ class Stylizer:
 
     Arguments after ``config`` are keyword-only and all have sensible defaults: ``device``
     (``auto``: CUDA, then MPS, then CPU), ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``),
-    ``channels_last`` (None: on for CUDA and the CPU), ``batch_size`` (most images per
+    ``channels_last`` (None: auto; on the CPU the precision and layout that
+    :mod:`brushwork.tuning` measured fastest on this machine, on CUDA fp16 and channels_last), ``batch_size`` (most images per
     forward pass), ``memory_budget`` (bytes for one forward pass; None: :func:`default_memory_budget`),
     ``tile_size`` (force tiles of this side), ``tile_overlap``, ``stats_size`` (long side of the
     downscaled copy that gives tiled images their instance-norm statistics; None: the largest
@@ -141,10 +132,11 @@ class Stylizer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.dtype = resolve_inference_precision(precision, self.device)
-        if channels_last is None:
-            channels_last = self.device.type in ("cuda", "cpu")  # measured faster in fp32 and bf16 (docs/inference.md)
-        self.channels_last = channels_last
+        # auto settings on the CPU: the fastest measured on this machine (brushwork.tuning)
+        speed = choose_speed("infer", self.device, precision=precision, channels_last=channels_last)
+        self.dtype = speed.setting.dtype
+        self.channels_last = channels_last = speed.setting.channels_last
+        log.debug("stylizer speed setting: %s (%s)", speed.setting.name, speed.reason)
         self.config = config
         self.multiple = int(config.preprocessing.size_multiple)
         if copy_model:  # casting and moving are in place; the caller's network stays as it was

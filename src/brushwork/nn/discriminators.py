@@ -6,6 +6,7 @@ import re
 
 from torch import Tensor, nn
 
+from brushwork.nn.conv import Conv2d
 from brushwork.nn.layers import conv_bias, norm_factory
 from brushwork.registry import Registry, RegistryError
 
@@ -24,17 +25,17 @@ class NLayerDiscriminator(nn.Module):
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         make_norm = norm_factory(norm)
         bias = conv_bias(norm)
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers + 1):
             prev, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [
-                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=bias),
+                Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=bias),
                 make_norm(ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
-        layers.append(nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
+        layers.append(Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -49,12 +50,12 @@ class PixelDiscriminator(nn.Module):
         make_norm = norm_factory(norm)
         bias = conv_bias(norm)
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, ndf, 1),
+            Conv2d(in_channels, ndf, 1),
             nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf, ndf * 2, 1, bias=bias),
+            Conv2d(ndf, ndf * 2, 1, bias=bias),
             make_norm(ndf * 2),
             nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 2, 1, 1, bias=bias),
+            Conv2d(ndf * 2, 1, 1, bias=bias),
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ import re
 import torch
 from torch import Tensor, nn
 
+from brushwork.nn.conv import Conv2d
 from brushwork.nn.layers import conv_bias, norm_factory, padding_layers
 from brushwork.registry import Registry, RegistryError
 
@@ -26,11 +27,11 @@ class ResnetBlock(nn.Module):
         bias = conv_bias(norm)
         layers: list[nn.Module] = []
         pads, p = padding_layers(padding, 1)
-        layers += [*pads, nn.Conv2d(dim, dim, 3, padding=p, bias=bias), make_norm(dim), nn.ReLU(True)]
+        layers += [*pads, Conv2d(dim, dim, 3, padding=p, bias=bias), make_norm(dim), nn.ReLU(True)]
         if dropout:
             layers.append(nn.Dropout(0.5))
         pads, p = padding_layers(padding, 1)
-        layers += [*pads, nn.Conv2d(dim, dim, 3, padding=p, bias=bias), make_norm(dim)]
+        layers += [*pads, Conv2d(dim, dim, 3, padding=p, bias=bias), make_norm(dim)]
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -62,14 +63,14 @@ class ResnetGenerator(nn.Module):
         bias = conv_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(in_channels, ngf, 7, bias=bias),
+            Conv2d(in_channels, ngf, 7, bias=bias),
             make_norm(ngf),
             nn.ReLU(True),
         ]
         channels = ngf
         for _ in range(2):  # downsampling
             layers += [
-                nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1, bias=bias),
+                Conv2d(channels, channels * 2, 3, stride=2, padding=1, bias=bias),
                 make_norm(channels * 2),
                 nn.ReLU(True),
             ]
@@ -82,7 +83,7 @@ class ResnetGenerator(nn.Module):
                 nn.ReLU(True),
             ]
             channels //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), Conv2d(channels, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,7 +110,7 @@ class UnetBlock(nn.Module):
         make_norm = norm_factory(norm)
         bias = conv_bias(norm)
         in_channels = outer_channels if in_channels is None else in_channels
-        down_conv = nn.Conv2d(in_channels, inner_channels, 4, stride=2, padding=1, bias=bias)
+        down_conv = Conv2d(in_channels, inner_channels, 4, stride=2, padding=1, bias=bias)
         up_in = inner_channels if innermost else inner_channels * 2
         if outermost:
             up_conv = nn.ConvTranspose2d(up_in, outer_channels, 4, stride=2, padding=1)

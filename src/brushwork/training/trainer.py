@@ -15,7 +15,7 @@ import math
 import signal
 import time
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from brushwork.config import TrainConfig
 from brushwork.data.builders import TrainingData
 from brushwork.methods.base import Method
+from brushwork.nn.conv import gemm_weight_grad
 from brushwork.release import release_config_for, save_release
 from brushwork.training.checkpoint import (
     CheckpointError,
@@ -40,7 +41,7 @@ from brushwork.training.compiling import CompilePlan, compile_errors, compile_ne
 from brushwork.training.logger import MetricLogger
 from brushwork.training.samples import save_sample_grid
 from brushwork.training.schedulers import Scheduler, build_scheduler, step_scheduler
-from brushwork.utils.device import resolve_precision
+from brushwork.tuning import SpeedSetting, check_precision, choose_speed
 from brushwork.utils.seed import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,13 @@ class Trainer:
         self.device = device
         self.run_dir = Path(run_dir or config.run.out)
         self.resume = resume
-        self.autocast_dtype = resolve_precision(config.run.precision, device)
+        check_precision(config.run.precision, device)
         self.phases = method.phases()
         method.networks.to(device=device)
-        self.memory_format = torch.contiguous_format  # chosen with torch.compile, before the first step
+        # Chosen with torch.compile, before the first step (_prepare_speed).
+        self.speed = SpeedSetting("fp32", channels_last=False)
+        self.autocast_dtype = torch.float32
+        self.memory_format = torch.contiguous_format
         # The fused Adam kernel exists for CPU and CUDA tensors; elsewhere the foreach one is used.
         fused = device.type in ("cpu", "cuda")
         self.optimizers: dict[str, Optimizer] = {
@@ -131,7 +135,11 @@ class Trainer:
         self.schedulers: dict[str, Scheduler] = {
             name: build_scheduler(opt, config.optim) for name, opt in self.optimizers.items()
         }
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
+        # fp16 needs loss scaling: asked for, or CUDA's auto precision on a GPU without bf16.
+        fp16 = config.run.precision == "fp16" or (
+            config.run.precision == "auto" and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         self.step = 0
         self.epoch = 0
         self._epoch_loss_sum = 0.0
@@ -146,24 +154,40 @@ class Trainer:
         self._eager_networks = dict(method.networks.items())
         self.compile_plan: CompilePlan | None = None  # decided once the steps left are known
 
-    def _prepare_speed(self, steps_left: int) -> CompilePlan:
-        """Once, before the first step: decide on torch.compile for the steps left, then the layout.
+    def _prepare_speed(self, steps_left: int, resumed: dict[str, Any] | None = None) -> CompilePlan:
+        """Once, before the first step: decide on torch.compile for the steps left, then the speed setting.
 
-        channels_last (NHWC) by default on CUDA, and on the CPU for eager runs: oneDNN and cuDNN
-        convolutions prefer it and our InstanceNorm2d keeps it. Compiled CPU graphs were measured
-        faster in NCHW (docs/benchmarks.md).
+        Precision, layout and the conv weight-gradient kernel left at auto are what
+        :mod:`brushwork.tuning` measured fastest on this machine (CUDA: bf16 and channels_last).
+        Compiled CPU graphs run in NCHW (measured faster, docs/benchmarks.md) with torch's own
+        kernels. A resumed run keeps the setting its checkpoint was trained with, so that
+        resuming is exact even where a new probe would choose otherwise.
         """
         if self.compile_plan is None:
-            plan = self.compile_plan = plan_compile(self.config.run.compile, self.device, steps_left)
-            channels_last = self.config.run.channels_last
-            if channels_last is None:
-                channels_last = self.device.type == "cuda" or (self.device.type == "cpu" and not plan.enabled)
-            self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            run = self.config.run
+            plan = self.compile_plan = plan_compile(run.compile, self.device, steps_left)
+            if resumed is not None and self._auto_speed():
+                self.speed = SpeedSetting(**resumed)
+                reason = "as the checkpoint was trained"
+            else:
+                channels_last, gemm = run.channels_last, run.gemm_weight_grad
+                if plan.enabled and self.device.type == "cpu":
+                    channels_last = False if channels_last is None else channels_last
+                    gemm = False
+                choice = choose_speed("train", self.device, precision=run.precision, channels_last=channels_last, gemm=gemm)
+                self.speed, reason = choice.setting, choice.reason
+            log.info("speed setting: %s (%s)", self.speed.name, reason)
+            self.autocast_dtype = self.speed.dtype
+            self.memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
             self.method.networks.to(memory_format=self.memory_format)
             if plan.enabled:
                 for name, net in self._eager_networks.items():
                     self.method.networks[name] = compile_network(net)
         return self.compile_plan
+
+    def _auto_speed(self) -> bool:
+        run = self.config.run
+        return run.precision == "auto" and run.channels_last is None and run.gemm_weight_grad is None
 
     # ------------------------------------------------------------------------------------------
     # state
@@ -174,6 +198,7 @@ class Trainer:
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
+            "speed": asdict(self.speed),
             "method_state": self.method.extra_state(),
             "rng": rng_state(),
             "step": self.step,
@@ -229,7 +254,7 @@ class Trainer:
                 self._set_trainable(phase.networks)
                 opt = self.optimizers[phase.name]
                 opt.zero_grad(set_to_none=True)
-                with self._autocast():
+                with self._autocast(), gemm_weight_grad(self.speed.gemm_weight_grad):
                     total, parts = self.method.phase_loss(phase.name, batch, ctx)
                 self.scaler.scale(total).backward()
                 self.scaler.step(opt)
@@ -301,7 +326,7 @@ class Trainer:
         if self.resume is not None:
             resumed_from = find_resume_checkpoint(self.run_dir, self.resume)
             state = load_checkpoint(resumed_from, map_location=self.device)
-        plan = self._prepare_speed(self.total_steps - int(state["step"] if state else 0))
+        plan = self._prepare_speed(self.total_steps - int(state["step"] if state else 0), state.get("speed") if state else None)
         log.info("torch.compile %s; %s layout", plan.reason, "channels_last" if self.memory_format == torch.channels_last else "NCHW")
         if state is not None:
             self.load_state_dict(state, str(resumed_from))
