@@ -24,20 +24,24 @@ import sys
 import time
 from pathlib import Path
 
-# A variant is a set of run/config overrides. "plain" is the reference code path: fp32, eager.
+# A variant is a set of run/config overrides. "plain" is the reference code path: fp32, NCHW, eager.
 VARIANTS: dict[str, dict[str, dict[str, object]]] = {
-    "plain": {"run": {"precision": "fp32", "channels_last": False, "compile": False}},
-    "bf16": {"run": {"precision": "auto", "channels_last": False, "compile": False}},
-    "cl": {"run": {"precision": "fp32", "channels_last": True, "compile": False}},
-    "bf16cl": {"run": {"precision": "auto", "channels_last": True, "compile": False}},
-    "fast": {"run": {"precision": "auto", "channels_last": None, "compile": False}},  # the eager defaults
+    "plain": {"run": {"precision": "fp32", "channels_last": False, "gemm_weight_grad": False, "compile": False}},
+    "bf16": {"run": {"precision": "bf16", "channels_last": False, "compile": False}},
+    "cl": {"run": {"precision": "fp32", "channels_last": True, "gemm_weight_grad": False, "compile": False}},
+    "cl_gemm": {"run": {"precision": "fp32", "channels_last": True, "gemm_weight_grad": True, "compile": False}},
+    "bf16cl": {"run": {"precision": "bf16", "channels_last": True, "compile": False}},
+    # The eager defaults: whatever brushwork.tuning's probe measured fastest on this machine.
+    "fast": {"run": {"precision": "auto", "channels_last": None, "gemm_weight_grad": None, "compile": False}},
     # What long runs get by default (run.compile=auto compiles runs of 2000+ iterations).
     "compile": {"run": {"precision": "auto", "channels_last": None, "compile": True}},
     "fp32compile": {"run": {"precision": "fp32", "channels_last": None, "compile": True}},
     "compile_nchw": {"run": {"precision": "auto", "channels_last": False, "compile": True}},
     "compile_cl": {"run": {"precision": "auto", "channels_last": True, "compile": True}},
-    # The eager fast path with each network pass on its own batch (CycleGAN's passes batched off).
+    # The eager defaults with each network pass on its own batch (CycleGAN's passes batched off).
     "fast_unbatched": {"run": {"precision": "auto", "channels_last": None, "compile": False}, "attrs": {"fuse_passes": False}},
+    "plain_unbatched": {"run": {"precision": "fp32", "channels_last": False, "gemm_weight_grad": False, "compile": False},
+                        "attrs": {"fuse_passes": False}},
 }
 
 
@@ -79,7 +83,7 @@ def child(variant: str, crop: int, batch: int, iters: int, warmup: int, device_n
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     peak_gpu = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
     return {"times": times, "first": first, "peak_rss": peak_rss, "peak_gpu": peak_gpu, "device": str(device),
-            "precision": str(trainer.autocast_dtype).replace("torch.", "")}  # fmt: skip
+            "precision": str(trainer.autocast_dtype).replace("torch.", ""), "setting": trainer.speed.name}  # fmt: skip
 
 
 def main() -> None:
@@ -139,9 +143,10 @@ def main() -> None:
                 gpu = max(int(r["peak_gpu"] or 0) for r in runs) / 2**30  # type: ignore[arg-type]
                 first = statistics.median(float(r["first"]) for r in runs)  # type: ignore[arg-type]
                 print(f"{crop:>5} {batch:>5} {variant:>11} {runs[0]['device']:>6} {runs[0]['precision']:>9} {median:>8.3f} "
-                      f"{batch / median:>7.2f} {first:>7.1f}s {rss:>8.2f}G {gpu:>8.2f}G {base / median:>7.2f}x")  # fmt: skip
+                      f"{batch / median:>7.2f} {first:>7.1f}s {rss:>8.2f}G {gpu:>8.2f}G {base / median:>7.2f}x  {runs[0]['setting']}")  # fmt: skip
                 summary.append({"crop": crop, "batch_size": batch, "variant": variant, "median_s": median, "images_per_s": batch / median,
-                                "peak_rss_gib": rss, "peak_gpu_gib": gpu, "speedup": base / median, "first_iter_s": first})  # fmt: skip
+                                "peak_rss_gib": rss, "peak_gpu_gib": gpu, "speedup": base / median, "first_iter_s": first,
+                                "setting": runs[0]["setting"]})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

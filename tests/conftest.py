@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 # differ between two runs on a busy machine: tests take the plain setting unless they set one,
 # and tests/test_tuning.py checks the probe itself. Subprocesses inherit this.
 os.environ["BRUSHWORK_SPEED_PROBE"] = "0"
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same random state, whatever ran before it (the suite runs in
+    random order under pytest-randomly): a test's unseeded draw is then still the same each run."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture

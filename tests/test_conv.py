@@ -65,6 +65,7 @@ def test_layer_in_gemm_mode_matches_nn_conv2d() -> None:
     assert torch.equal(gx0, gx1)  # and so is the input gradient
     exact, bound = _exact_weight_grad(x, gy, layer.weight.detach(), 1)
     assert ((gw1.double() - exact).abs() <= bound).all()
+    assert ((gw0.double() - exact).abs() <= bound).all()  # torch's own kernel meets the same bound
     assert gw1.stride() == layer.weight.stride()  # the gradient takes its parameter's layout
     torch.testing.assert_close(gb1, gb0, rtol=0, atol=gy.shape[0] * 144 * U * float(gy.abs().sum((0, 2, 3)).max()))
 

@@ -59,14 +59,20 @@ def test_official_layout_matches_independent_recomputation(tmp_path: Path, n_blo
     net, _ = tiny_generator(n_blocks=n_blocks, ngf=6, gain=0.3)
     torch.save(net.state_dict(), tmp_path / "g.pth")
     stylizer = Stylizer.from_pretrained(tmp_path / "g.pth", device="cpu", precision="fp32")
-    x = torch.rand(2, 3, *hw) * 2 - 1
+    x = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(n_blocks)) * 2 - 1
     h, w = hw
     ph, pw = -(-h // 4) * 4, -(-w // 4) * 4
     padded = F.pad(x, (0, pw - w, 0, ph - h), mode="reflect")  # the pipeline reflects up to a multiple of 4
     expected = reference_resnet(net.state_dict(), padded, n_blocks)[..., :h, :w]
     got = stylizer.translate(x)
     assert got.shape == x.shape
-    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+    # Both sides are fp32 with different summation orders (layouts, kernels). Each conv output is
+    # a sum of at most K = C_in * k * k terms, off by at most K * u relative (u = 2^-24); instance
+    # norm keeps relative errors relative, tanh does not enlarge them, so over the L convolutions
+    # the outputs (in [-1, 1]) differ by at most about L * K_max * u.
+    layers = 3 + 2 * n_blocks + 2 + 1
+    k_max = max(3 * 49, 4 * 6 * 9, 6 * 49)  # c7s1 in, the residual convs at 4 * ngf, c7s1 out
+    torch.testing.assert_close(got, expected, atol=layers * k_max * 2.0**-24, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -163,3 +163,27 @@ def test_instance_norm_keeps_channels_last_and_matches_torch(batch: int, affine:
         torch.testing.assert_close(y, ref(x_ref), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
         assert y.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_instance_norm_without_gradients_matches_torch(grad_mode: str, layout: torch.memory_format) -> None:
+    """Inference takes group_norm (one group per channel): the same statistics, within fp32 rounding."""
+    from brushwork.nn.layers import InstanceNorm2d
+
+    g = torch.Generator().manual_seed(7)
+    ref = nn.InstanceNorm2d(16, affine=True)
+    with torch.no_grad():
+        ref.weight.normal_(generator=g), ref.bias.normal_(generator=g)
+    ours = InstanceNorm2d(16, affine=True)
+    ours.load_state_dict(ref.state_dict())
+    mean, std, h, w = 5.0, 3.0, 9, 11
+    x = (torch.randn(2, 16, h, w, generator=g) * std + mean).to(memory_format=layout)
+    ctx = torch.no_grad() if grad_mode == "no_grad" else torch.inference_mode()
+    with ctx:
+        got, expected = ours(x), ref(x)
+    # A one-pass variance (E[x^2] - E[x]^2, as torch's channels_last group norm may take) over
+    # K = H * W values errs by about K * u * (1 + mean^2 / var) relative; the affine scale (|w| < 4) on top.
+    tol = 4 * h * w * 2.0**-24 * (1 + (mean / std) ** 2) * float(ref.weight.abs().max())
+    torch.testing.assert_close(got, expected, rtol=0, atol=tol)
+    assert got.is_contiguous(memory_format=layout)

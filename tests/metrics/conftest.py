@@ -25,11 +25,13 @@ def image_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"real": root / "real", "fake": root / "fake"}
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """One intra-op thread for these tests: on a shared 2-core machine, OpenMP threads that spin
     while another process holds the other core made the Inception forward pass ~25x slower
-    (5.6 s instead of 0.22 s per image, measured); one thread is never far from the best."""
+    (5.6 s instead of 0.22 s per image, measured); one thread is never far from the best.
+    Per test, not per session: a session-wide setting leaked into every test that ran after
+    the first metrics test, so their arithmetic depended on the order."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
