@@ -21,7 +21,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, not a bug: shown as one line, exit status 2."""
     from brushwork.cli.compare import MethodSpecError
     from brushwork.config import ConfigError
-    from brushwork.data.imageio import ImageReadError, ImageWriteError
+    from brushwork.data.imageio import ImageReadError, ImageWriteError, PixelLimitError
     from brushwork.data.unpaired import DatasetError
     from brushwork.inference.io import OutputFolderError
     from brushwork.inference.sources import DownloadError, ModelSourceError
@@ -37,7 +37,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
-        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError,
+        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError, PixelLimitError,
     )  # fmt: skip
 
 
