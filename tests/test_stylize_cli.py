@@ -182,3 +182,27 @@ def test_real_photos_at_several_sizes(tmp_path: Path, model: Path, cli: CLI) -> 
     for i in range(len(photos)):
         with Image.open(src / f"p{i}.jpg") as a, Image.open(tmp_path / "out" / f"p{i}.jpg") as b:
             assert a.size == b.size
+
+
+def test_output_folder_inside_the_input_folder_is_never_an_input(tmp_path: Path, model: Path, cli: CLI,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # log lines unwrapped
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    photo(seed=1).save(photos / "a.png")
+    photo(seed=2).save(photos / "sub" / "b.png")
+    styled = photos / "styled"
+    args = ["stylize", str(photos), "-m", str(model), "-o", str(styled), "--no-progress"]
+    code, out, err = cli(args)
+    assert code == 0, err
+    assert "2 written, 0 skipped" in out
+    code, out, err = cli(args)  # the second run sees styled/ but must not stylise it again
+    assert code == 0, err
+    assert "0 written, 2 skipped" in out
+    assert f"leaving out {styled}: it is the output folder, inside the input folder {photos}" in out + err
+    assert sorted(p.relative_to(styled).as_posix() for p in styled.rglob("*.png")) == ["a.png", "sub/b.png"]
+    # a recursive glob below the input folder leaves the outputs out too
+    code, out, err = cli(["stylize", str(photos / "**" / "*.png"), "-m", str(model), "-o", str(styled), "--overwrite", "--no-progress"])
+    assert code == 0, err
+    assert "2 written" in out and "leaving out 2 file(s)" in out + err
+    assert not (styled / "styled").exists()

@@ -62,7 +62,7 @@ def stylize(
         if isinstance(exc, user_errors()):
             raise
         raise typer.BadParameter(str(exc)) from None  # device / precision / batch size
-    items, missing = collect_inputs(inputs)
+    items, missing = collect_inputs(inputs, out_dir=out)
     typer.echo(f"model: {stylizer.describe()}", err=True)
     report = _run_with_progress(stylizer, items, out, fmt=fmt, size=size, pair=side_by_side, overwrite=overwrite,
                                 show=not no_progress)

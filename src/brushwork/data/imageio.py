@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,14 +98,31 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: Path, *, recursive: bool = False) -> list[Path]:
-    """Image files under ``folder``, sorted by path; hidden files are skipped."""
+def nested_folder(inner: Path, outer: Path) -> Path | None:
+    """``inner`` relative to ``outer`` when it lies strictly inside it (symlinks resolved), else None."""
+    try:
+        rel = inner.resolve().relative_to(outer.resolve())
+    except ValueError:
+        return None
+    return rel if rel.parts else None
+
+
+def list_images(folder: Path, *, recursive: bool = False, exclude: Collection[Path] = ()) -> list[Path]:
+    """Image files under ``folder``, sorted by path; hidden files are skipped.
+
+    Files below any folder of ``exclude`` that lies inside ``folder`` (e.g. an output folder
+    inside an input folder) are left out, so that a tool never reads its own earlier outputs.
+    """
     pattern = "**/*" if recursive else "*"
-    return sorted(
-        p
-        for p in folder.glob(pattern)
-        if p.is_file() and is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    skip = [rel.parts for rel in (nested_folder(e, folder) for e in exclude) if rel is not None]
+    found = []
+    for p in folder.glob(pattern):
+        parts = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in parts) or any(parts[: len(s)] == s for s in skip):
+            continue
+        if p.is_file() and is_image_file(p):
+            found.append(p)
+    return sorted(found)
 
 
 def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
