@@ -73,13 +73,15 @@ def test_images_and_names(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(MetricInputError, match="holds no images"):
         images_in(tmp_path / "empty", "--fake")
-    inputs = [Path("in/a.jpg"), Path("in/b.jpg"), Path("in/c.jpg")]
-    outputs = [Path("out/a_fake.png"), Path("out/c_fake.png"), Path("out/d_fake.png"), Path("out/a_real.png")]
-    m = match_by_name(inputs, outputs, strip_suffixes=["_fake"])
-    assert [(n, i.name, o.name) for n, i, o in m.pairs] == [("a", "a.jpg", "a_fake.png"), ("c", "c.jpg", "c_fake.png")]
+    inputs = [Path("in/a.jpg"), Path("in/b.jpg"), Path("in/c.jpg"), Path("in/sub/a.jpg")]
+    outputs = [Path("out/a_fake.png"), Path("out/c_fake.png"), Path("out/d_fake.png"), Path("out/a_real.png"),
+               Path("out/sub/a_fake.png")]  # fmt: skip
+    m = match_by_name(inputs, outputs, input_root=Path("in"), output_root=Path("out"), strip_suffixes=["_fake"])
+    assert [(n, i.as_posix(), o.as_posix()) for n, i, o in m.pairs] == [
+        ("a", "in/a.jpg", "out/a_fake.png"), ("c", "in/c.jpg", "out/c_fake.png"), ("sub/a", "in/sub/a.jpg", "out/sub/a_fake.png")]
     assert m.missing == ["b"] and m.extra == ["d", "a_real"]
-    with pytest.raises(MetricInputError, match="both have the name 'a'"):
-        by_name([Path("x/a.png"), Path("x/a.jpg")])
+    with pytest.raises(MetricInputError, match="both have the name 'x'"):
+        by_name([Path("in/x.png"), Path("in/x.jpg")], Path("in"))
 
 
 def test_ssim_identity_degradation_and_size_mismatch(tmp_path: Path) -> None:

@@ -42,12 +42,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def setup_logging(verbose: bool = False) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, show_time=False, rich_tracebacks=False)],
+        # stderr: standard output carries only a command's results (e.g. evaluate --json -)
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False, rich_tracebacks=False)],
         force=True,
     )
     logging.captureWarnings(True)

@@ -59,6 +59,18 @@ class ModelSourceError(ValueError):
     """A model source cannot be resolved or read; the message names it and what was found."""
 
 
+class DirectionRequiredError(ModelSourceError):
+    """A training run holds several generators and no (valid) direction was given.
+
+    The message names no command-line flag: each front end says how it takes a direction.
+    """
+
+    def __init__(self, message: str, run_dir: Path, directions: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.directions = directions
+
+
 class DownloadError(OSError):
     """A published model could not be downloaded; the message names the URL and the reason."""
 
@@ -203,7 +215,8 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
         raise ModelSourceError(f"model file {path} is not a readable PyTorch state dict ({first_line})") from None
     if isinstance(obj, dict) and "networks" in obj and "format_version" in obj:
         raise ModelSourceError(
-            f"{path} is a brushwork training checkpoint; pass its run folder with --direction AtoB|BtoA instead"
+            f"{path} is a brushwork training checkpoint; load its run folder with a direction (AtoB or BtoA) instead, "
+            f"or write release folders with: brushwork export RUN --checkpoint {path}"
         )
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
@@ -328,7 +341,7 @@ def load_run_generator(run_dir: Path, direction: str | None, checkpoint: Path | 
     specs = method.release_specs()
     if direction is None or direction not in specs:
         given = "no direction was given" if direction is None else f"direction {direction!r} is not one of them"
-        raise ModelSourceError(f"{run_dir} is a training run with generators {', '.join(specs)}; {given} (use --direction)")
+        raise DirectionRequiredError(f"{run_dir} is a training run with generators {', '.join(specs)}; {given}", run_dir, tuple(specs))
     spec = specs[direction]
     path = find_resume_checkpoint(run_dir, checkpoint or "latest")
     state = load_checkpoint(path)
@@ -395,7 +408,7 @@ def _config_for_pth(arch: dict[str, Any], file_name: str, direction: str | None,
 
 
 __all__ = [
-    "PUBLISHED_MODELS", "DownloadError", "InferredArchitecture", "ModelSourceError", "cache_dir",
+    "PUBLISHED_MODELS", "DirectionRequiredError", "DownloadError", "InferredArchitecture", "ModelSourceError", "cache_dir",
     "download_published", "generator_from_state_dict", "import_pth", "infer_architecture",
     "load_source", "load_state_dict_file", "published_path", "published_url",
 ]  # fmt: skip
