@@ -13,6 +13,8 @@ from torch import Tensor
 
 from brushwork.inference import Stylizer
 from brushwork.inference.sources import (
+    PUBLISHED_URL,
+    ChecksumError,
     DownloadError,
     ModelSourceError,
     download_published,
@@ -20,7 +22,14 @@ from brushwork.inference.sources import (
     load_source,
 )
 from brushwork.nn import build_discriminator, build_generator
-from tests._inference_helpers import cli_fixture, serve_folder, tiny_generator, tiny_release
+from brushwork.utils.files import file_sha256
+from tests._inference_helpers import (
+    cli_fixture,
+    self_signed_certificate,
+    serve_folder,
+    tiny_generator,
+    tiny_release,
+)
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture  # the `cli` fixture
@@ -235,3 +244,79 @@ def test_download_failures_are_clear(tmp_path: Path, cache: Path, monkeypatch: p
     assert not (cache / "pretrained" / "style_monet.pth").exists()
     with pytest.raises(ModelSourceError, match="not in the cache"):
         load_source("style_monet", download=False)
+
+
+def _served(tmp_path: Path, name: str, seed: int = 3) -> tuple[Path, bytes]:
+    served = tmp_path / "served"
+    served.mkdir(exist_ok=True)
+    torch.save(tiny_generator(seed=seed)[0].state_dict(), served / f"{name}.pth")
+    return served, (served / f"{name}.pth").read_bytes()
+
+
+def test_the_authors_server_is_reached_over_https() -> None:
+    assert PUBLISHED_URL.startswith("https://efrosgans.eecs.berkeley.edu/")
+
+
+def test_https_download_records_a_checksum_and_a_tampered_cache_is_refused(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    served, data = _served(tmp_path, "horse2zebra")
+    cert, key = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust this one certificate
+    with serve_folder(served, tls=(cert, key)) as url:
+        assert url.startswith("https://")
+        monkeypatch.setenv("BRUSHWORK_MODEL_URL", url)
+        path = download_published("horse2zebra")
+    assert path.read_bytes() == data
+    digest = hashlib.sha256(data).hexdigest()
+    assert (cache / "pretrained" / "horse2zebra.pth.sha256").read_text() == f"{digest}  horse2zebra.pth\n"
+    load_source("horse2zebra")  # the recorded sha256 matches: loads
+    # one flipped byte in the cached file: refused on the next load, and by download without --force
+    tampered = bytearray(data)
+    tampered[len(tampered) // 2] ^= 0xFF
+    path.write_bytes(bytes(tampered))
+    message = rf"horse2zebra\.pth: sha256 [0-9a-f]{{64}} does not match the recorded '{digest}'.*brushwork models download horse2zebra --force"
+    with pytest.raises(ChecksumError, match=message):
+        load_source("horse2zebra")
+    with pytest.raises(ChecksumError, match=message):
+        download_published("horse2zebra")
+    # --force fetches it again and records the hash anew
+    with serve_folder(served, tls=(cert, key)) as url:
+        monkeypatch.setenv("BRUSHWORK_MODEL_URL", url)
+        download_published("horse2zebra", force=True)
+    assert path.read_bytes() == data
+    load_source("horse2zebra")
+
+
+def test_an_untrusted_certificate_is_a_clear_error(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served, _ = _served(tmp_path, "style_monet")
+    cert, key = self_signed_certificate(tmp_path)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with serve_folder(served, tls=(cert, key)) as url:
+        monkeypatch.setenv("BRUSHWORK_MODEL_URL", url)
+        with pytest.raises(DownloadError, match=r"style_monet\.pth: the secure connection failed \(.*CERTIFICATE_VERIFY_FAILED"):
+            download_published("style_monet")
+    assert list((cache / "pretrained").glob("*")) == []
+
+
+def test_a_truncated_download_is_refused_and_leaves_nothing(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served, data = _served(tmp_path, "zebra2horse")
+    with serve_folder(served, truncate=True) as url:
+        monkeypatch.setenv("BRUSHWORK_MODEL_URL", url)
+        with pytest.raises(DownloadError, match=rf"stopped after {len(data) // 2} of {len(data)} bytes; nothing was saved"):
+            download_published("zebra2horse")
+    assert list((cache / "pretrained").glob("*")) == []  # no partial file, no temporary file, no checksum
+
+
+def test_a_hand_placed_file_is_recorded_on_first_use(tmp_path: Path, cache: Path) -> None:
+    _, data = _served(tmp_path, "monet2photo")
+    target = cache / "pretrained" / "monet2photo.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(data)  # as the download error message suggests
+    load_source("monet2photo", download=False)
+    assert (cache / "pretrained" / "monet2photo.pth.sha256").read_text().split()[0] == file_sha256(target)
+    target.write_bytes(data[:-1])
+    with pytest.raises(ChecksumError, match="monet2photo.pth: sha256"):
+        load_source("monet2photo", download=False)

@@ -14,7 +14,6 @@ from tests._inference_helpers import cli_fixture, tiny_release
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture  # the `cli` fixture
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data" / "monet2photo-small"
 
 
 def photo(h: int = 24, w: int = 32, seed: int = 0) -> Image.Image:
@@ -169,11 +168,60 @@ def test_bad_model_and_options_are_one_line_errors(tmp_path: Path, cli: CLI) -> 
     assert code == 2 and "--format" in err
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
-def test_real_photos_at_several_sizes(tmp_path: Path, model: Path, cli: CLI) -> None:
+def direct_forward(img: Image.Image, seed: int = 0) -> np.ndarray:
+    """What the release made by ``tiny_release(seed=seed)`` should write for ``img``, computed
+    without the pipeline: the same network called on the plain NCHW fp32 tensor, reflection-padded
+    to a multiple of 4 and cropped back, mapped [0, 255] -> [-1, 1] and back, rounded."""
+    import torch
+    import torch.nn.functional as F
+
+    from tests._inference_helpers import tiny_generator
+
+    net, _ = tiny_generator(seed)
+    x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, -w % 4, 0, -h % 4), mode="reflect")
+    with torch.no_grad():
+        y = net(x)[0, :, :h, :w]
+    return ((y + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def assert_within_one_level(got: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """fp32 forward passes that differ only in summation order (channels_last, batching) differ by
+    ~1e-6 in [-1, 1], i.e. ~1e-4 of an 8-bit level: rounding can move a value by at most one
+    level, and only when it lies within that distance of a .5 boundary (a tiny fraction)."""
+    assert got.shape == expected.shape, what
+    diff = np.abs(got.astype(np.int16) - expected.astype(np.int16))
+    assert diff.max() <= 1, f"{what}: {diff.max()} levels apart"
+    assert (diff > 0).mean() < 0.01, f"{what}: {(diff > 0).mean():.2%} of the values differ"
+
+
+def test_written_pixels_equal_the_api_and_a_direct_forward_pass(tmp_path: Path, model: Path, cli: CLI) -> None:
+    from brushwork.inference import Stylizer
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    images = {"a.png": photo(24, 32, seed=1), "sub/b.png": photo(30, 45, seed=2), "c.jpg": photo(36, 28, seed=3)}
+    for rel, img in images.items():
+        img.save(src / rel)
+    code, _, err = cli(["stylize", str(src), "-m", str(model), "-o", str(tmp_path / "out"), "--format", "png",
+                        "--precision", "fp32", "--no-progress"])  # fmt: skip
+    assert code == 0, err
+    api = Stylizer.from_pretrained(model, device="cpu", precision="fp32")
+    for rel in images:
+        with Image.open(src / rel) as im:
+            source = im.convert("RGB")  # the decoded input (JPEG included), as the CLI read it
+        with Image.open((tmp_path / "out" / rel).with_suffix(".png")) as im:
+            written = np.asarray(im.convert("RGB"))
+        assert np.array_equal(written, np.asarray(api(source))), rel  # the CLI is a thin wrapper of the API
+        assert_within_one_level(written, direct_forward(source), rel)
+        assert written.std() > 5  # a textured output, not a flat one that would match anything
+
+
+def test_real_photos_at_several_sizes(tmp_path: Path, model: Path, cli: CLI, shared_data: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    photos = sorted((DATA / "testB").glob("*.jpg"))[:2] + sorted((DATA / "testA").glob("*.jpg"))[:1]
+    photos = sorted((shared_data / "testB").glob("*.jpg"))[:2] + sorted((shared_data / "testA").glob("*.jpg"))[:1]
     for i, path in enumerate(photos):
         with Image.open(path) as im:
             im.resize((im.width * (i + 1) // 2 + 3, im.height * (i + 2) // 3 + 1)).save(src / f"p{i}.jpg")
@@ -182,3 +230,34 @@ def test_real_photos_at_several_sizes(tmp_path: Path, model: Path, cli: CLI) -> 
     for i in range(len(photos)):
         with Image.open(src / f"p{i}.jpg") as a, Image.open(tmp_path / "out" / f"p{i}.jpg") as b:
             assert a.size == b.size
+    # the same photos, written losslessly in fp32: the pixels of a direct forward pass
+    code, _out, err = cli(["stylize", str(src), "-m", str(model), "-o", str(tmp_path / "png"), "--format", "png",
+                           "--precision", "fp32", "--no-progress"])  # fmt: skip
+    assert code == 0, err
+    for i in range(len(photos)):
+        with Image.open(src / f"p{i}.jpg") as a, Image.open(tmp_path / "png" / f"p{i}.png") as b:
+            assert_within_one_level(np.asarray(b.convert("RGB")), direct_forward(a.convert("RGB")), f"p{i}")
+
+
+def test_output_folder_inside_the_input_folder_is_never_an_input(tmp_path: Path, model: Path, cli: CLI,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # log lines unwrapped
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    photo(seed=1).save(photos / "a.png")
+    photo(seed=2).save(photos / "sub" / "b.png")
+    styled = photos / "styled"
+    args = ["stylize", str(photos), "-m", str(model), "-o", str(styled), "--no-progress"]
+    code, out, err = cli(args)
+    assert code == 0, err
+    assert "2 written, 0 skipped" in out
+    code, out, err = cli(args)  # the second run sees styled/ but must not stylise it again
+    assert code == 0, err
+    assert "0 written, 2 skipped" in out
+    assert f"leaving out {styled}: it is the output folder, inside the input folder {photos}" in out + err
+    assert sorted(p.relative_to(styled).as_posix() for p in styled.rglob("*.png")) == ["a.png", "sub/b.png"]
+    # a recursive glob below the input folder leaves the outputs out too
+    code, out, err = cli(["stylize", str(photos / "**" / "*.png"), "-m", str(model), "-o", str(styled), "--overwrite", "--no-progress"])
+    assert code == 0, err
+    assert "2 written" in out and "leaving out 2 file(s)" in out + err
+    assert not (styled / "styled").exists()

@@ -182,3 +182,179 @@ def test_compare_bad_methods(
     assert code == 2 and "try --strip-suffix" in stderr
     code, _, stderr = run_cli([*base, "--method", f"ref={suffixed}", "--strip-suffix", "_fake"], capsys, monkeypatch)
     assert code == 0, stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested folders, standard output, unreadable files
+
+
+def _nested_inputs(root: Path) -> list[Path]:
+    """inputs/top/..., inputs/a/img000.png and inputs/b/img000.png (the same file name twice)."""
+    files = write_images(root / "a", 2, size=40, kind="stripes", seed=11)
+    files += write_images(root / "b", 2, size=40, kind="stripes", seed=12)
+    files += write_images(root, 1, size=40, kind="smooth", seed=13, prefix="top")
+    return files
+
+
+def test_evaluate_reads_subfolders_and_pairs_by_relative_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brushwork.metrics.features import load_uint8
+    from brushwork.metrics.scores import ssim
+
+    inputs = tmp_path / "inputs"
+    files = _nested_inputs(inputs)
+    outs = tmp_path / "outs"
+    for f in files:  # a/ copied exactly, b/ and the top level blurred
+        target = outs / f.relative_to(inputs)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        img = Image.open(f)
+        (img if f.parent.name == "a" else img.filter(ImageFilter.GaussianBlur(1.5))).save(target)
+    out = tmp_path / "r.json"
+    code, _, stderr = run_cli(["evaluate", "--real", inputs, "--fake", outs, "--source", inputs, "--metrics", "ssim",
+                               "--json", out, "--no-progress"], capsys, monkeypatch)  # fmt: skip
+    assert code == 0, stderr
+    result = json.loads(out.read_text())
+    assert sorted(result["per_image"]) == ["a/img000", "a/img001", "b/img000", "b/img001", "top000"]
+    assert result["missing"] == [] and result["extra"] == [] and result["fake"]["n"] == 5
+    for name, scores in result["per_image"].items():
+        expected = ssim(load_uint8(inputs / f"{name}.png"), load_uint8(outs / f"{name}.png"))
+        assert scores["ssim"] == pytest.approx(expected, abs=1e-12), name
+    assert result["per_image"]["a/img000"]["ssim"] == pytest.approx(1.0)
+    assert result["per_image"]["b/img000"]["ssim"] < 0.99
+
+
+def test_stylize_then_evaluate_and_compare_see_the_same_tree(
+    tmp_path: Path, image_sets: dict[str, Path], inception_weights: Path, cheap_inception: list[int],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    inputs = tmp_path / "inputs"
+    _nested_inputs(inputs)
+    model = write_tiny_release(tmp_path / "model")
+    styled = inputs / "styled"  # inside the inputs: left out of them by stylize, evaluate and compare
+    code, _, stderr = run_cli(["stylize", inputs, "-m", model, "-o", styled, "--format", "png", "--precision", "fp32",
+                               "--no-progress"], capsys, monkeypatch)  # fmt: skip
+    assert code == 0, stderr
+    out = tmp_path / "e.json"
+    code, _, stderr = run_cli(["evaluate", "--real", image_sets["real"], "--fake", styled, "--source", inputs,
+                               "--metrics", "fid,kid,ssim", "--json", out, "--inception-weights", inception_weights,
+                               "--device", "cpu", "--no-progress"], capsys, monkeypatch)  # fmt: skip
+    assert code == 0, stderr
+    result = json.loads(out.read_text())
+    assert result["fake"]["n"] == 5 and result["source"]["n"] == 5 and result["missing"] == []
+    assert sorted(result["per_image"]) == ["a/img000", "a/img001", "b/img000", "b/img001", "top000"]
+    report = tmp_path / "rep" / "report.html"
+    code, _, stderr = run_cli(["compare", "--inputs", inputs, "--method", f"folder={styled}", "--method", f"live=model:{model}",
+                               "--metrics", "ssim", "--out", report, "--no-progress"], capsys, monkeypatch)  # fmt: skip
+    assert code == 0, stderr
+    by_name = {m["name"]: m for m in json.loads(report.with_suffix(".json").read_text())["methods"]}
+    for name in ("folder", "live"):
+        assert sorted(by_name[name]["per_image"]) == ["a/img000", "a/img001", "b/img000", "b/img001", "top000"], name
+        assert by_name[name]["missing"] == [] and by_name[name]["extra"] == []
+    # the model run now mirrors the tree, and the full-size copies of same-named inputs do not clash
+    assets = report.parent / "report_files"
+    assert sorted(p.relative_to(assets / "02_live").as_posix() for p in (assets / "02_live").rglob("*.png")) == [
+        "a/img000.png", "a/img001.png", "b/img000.png", "b/img001.png", "top000.png"]
+    assert (assets / "inputs" / "a" / "img000.png").read_bytes() == (inputs / "a" / "img000.png").read_bytes()
+    assert (assets / "inputs" / "b" / "img000.png").read_bytes() == (inputs / "b" / "img000.png").read_bytes()
+
+
+def test_evaluate_json_to_standard_output(
+    image_sets: dict[str, Path], inception_weights: Path, cheap_inception: list[int], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, stdout, stderr = run_cli(["evaluate", "--real", image_sets["real"], "--fake", image_sets["fake"], "--json", "-",
+                                    "--inception-weights", inception_weights, "--device", "cpu"], capsys, monkeypatch)  # fmt: skip
+    assert code == 0, stderr
+    result = json.loads(stdout)  # standard output is exactly the JSON document
+    assert result["fake"]["n"] == 20 and isinstance(result["metrics"]["kid"]["value"], float)
+    assert "KID" in stderr and "biased upward" in stderr  # the table and notes went to stderr
+    assert list(work.iterdir()) == []  # no file named "-"
+
+
+def _corrupt(path: Path) -> Path:
+    """Truncate a PNG to half its bytes: the header reads, the pixels do not."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_evaluate_skips_and_reports_unreadable_images(
+    image_sets: dict[str, Path], inception_weights: Path, cheap_inception: list[int], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import shutil
+
+    real, fake, source = tmp_path / "real", tmp_path / "fake", tmp_path / "source"
+    shutil.copytree(image_sets["real"], real)
+    shutil.copytree(image_sets["fake"], fake)
+    shutil.copytree(image_sets["fake"], source)
+    bad = [_corrupt(real / "img003.png"), _corrupt(fake / "img007.png"), _corrupt(source / "img011.png")]
+    (fake / "notes.png").write_text("not an image")
+    bad.append(fake / "notes.png")
+    out = tmp_path / "r.json"
+    code, _, stderr = run_cli(["evaluate", "--real", real, "--fake", fake, "--source", source, "--metrics", "fid,kid,ssim",
+                                    "--json", out, "--inception-weights", inception_weights, "--device", "cpu",
+                                    "--no-progress"], capsys, monkeypatch)  # fmt: skip
+    assert code == 1, stderr  # scores written, but not every file could be read
+    assert "4 unreadable file(s) skipped" in stderr
+    listed = stderr.split("unreadable file(s) skipped", 1)[1]
+    for path in bad:
+        assert str(path) in listed
+    assert "Traceback" not in stderr
+    result = json.loads(out.read_text())
+    assert sorted(u["path"] for u in result["unreadable"]) == sorted(map(str, bad))
+    assert result["n_outputs"] == 19 and result["metrics"]["fid"]["n"] == 19 and result["metrics"]["fid"]["n_real"] == 7
+    assert result["metrics"]["ssim"]["n"] == 18  # img007 (bad output) and img011 (bad input) left out
+    assert "img007" not in result["per_image"] and "img011" not in result["per_image"]
+    assert sum(cheap_inception) == 19 + 7
+
+
+def test_compare_skips_and_reports_unreadable_images(
+    outputs_of_inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs, blur = outputs_of_inputs
+    _corrupt(inputs / "img002.png")
+    _corrupt(blur / "img004.png")
+    model = write_tiny_release(tmp_path / "model")
+    report = tmp_path / "report.html"
+    code, _, stderr = run_cli(["compare", "--inputs", inputs, "--method", f"blur={blur}", "--method", f"gan=model:{model}",
+                               "--metrics", "ssim", "--out", report, "--no-progress"], capsys, monkeypatch)  # fmt: skip
+    assert code == 1, stderr
+    assert "2 unreadable file(s) skipped" in stderr and "Traceback" not in stderr
+    listed = stderr.split("unreadable file(s) skipped", 1)[1]
+    assert str(inputs / "img002.png") in listed and str(blur / "img004.png") in listed
+    result = json.loads(report.with_suffix(".json").read_text())
+    assert sorted(u["path"] for u in result["unreadable"]) == sorted([str(inputs / "img002.png"), str(blur / "img004.png")])
+    by_name = {m["name"]: m for m in result["methods"]}
+    assert sorted(by_name["blur"]["per_image"]) == ["img000", "img001", "img003"]
+    assert sorted(by_name["gan"]["per_image"]) == ["img000", "img001", "img003", "img004", "img005"]
+    assert report.is_file() and report.with_suffix(".png").is_file()
+
+
+def test_compare_names_what_it_accepts_for_a_run_folder(
+    outputs_of_inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brushwork.config import resolve_train_config
+    from brushwork.methods import build_method
+    from brushwork.training.checkpoint import save_checkpoint
+
+    inputs, _ = outputs_of_inputs
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = resolve_train_config(overrides={"data": {"root": str(tmp_path)}, "model": {"generator": "resnet_2blocks", "ngf": 4, "ndf": 4},
+                                          "run": {"out": str(run)}})  # fmt: skip
+    cfg.save(run / "config.yaml")
+    method = build_method(cfg)
+    save_checkpoint(run, 1, {"networks": {k: v.state_dict() for k, v in method.networks.items()}, "step": 1}, keep=1)
+    code, _, stderr = run_cli(["compare", "--inputs", inputs, "--method", f"r=model:{run}", "--metrics", "ssim",
+                               "--out", tmp_path / "r.html", "--no-progress"], capsys, monkeypatch)  # fmt: skip
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "--direction" not in stderr  # compare has no such flag
+    assert f"model:{run / 'release' / 'AtoB'}" in stderr and f"brushwork export {run}" in stderr
+    # stylize has the flag, and says so
+    code, _, stderr = run_cli(["stylize", inputs, "-m", run, "-o", tmp_path / "s", "--no-progress"], capsys, monkeypatch)
+    assert code == 2 and "(use --direction AtoB|BtoA)" in stderr

@@ -19,7 +19,7 @@ from brushwork.metrics import (
     ssim,
 )
 from brushwork.metrics.evaluate import MetricInputError, by_name, images_in, match_by_name
-from brushwork.metrics.scores import lpips_unavailable_reason
+from brushwork.metrics.scores import lpips_unavailable_reason, match_size
 
 
 def test_mixed_sizes_run_through_the_real_network_in_order(inception_weights: Path) -> None:
@@ -73,13 +73,15 @@ def test_images_and_names(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(MetricInputError, match="holds no images"):
         images_in(tmp_path / "empty", "--fake")
-    inputs = [Path("in/a.jpg"), Path("in/b.jpg"), Path("in/c.jpg")]
-    outputs = [Path("out/a_fake.png"), Path("out/c_fake.png"), Path("out/d_fake.png"), Path("out/a_real.png")]
-    m = match_by_name(inputs, outputs, strip_suffixes=["_fake"])
-    assert [(n, i.name, o.name) for n, i, o in m.pairs] == [("a", "a.jpg", "a_fake.png"), ("c", "c.jpg", "c_fake.png")]
+    inputs = [Path("in/a.jpg"), Path("in/b.jpg"), Path("in/c.jpg"), Path("in/sub/a.jpg")]
+    outputs = [Path("out/a_fake.png"), Path("out/c_fake.png"), Path("out/d_fake.png"), Path("out/a_real.png"),
+               Path("out/sub/a_fake.png")]  # fmt: skip
+    m = match_by_name(inputs, outputs, input_root=Path("in"), output_root=Path("out"), strip_suffixes=["_fake"])
+    assert [(n, i.as_posix(), o.as_posix()) for n, i, o in m.pairs] == [
+        ("a", "in/a.jpg", "out/a_fake.png"), ("c", "in/c.jpg", "out/c_fake.png"), ("sub/a", "in/sub/a.jpg", "out/sub/a_fake.png")]
     assert m.missing == ["b"] and m.extra == ["d", "a_real"]
-    with pytest.raises(MetricInputError, match="both have the name 'a'"):
-        by_name([Path("x/a.png"), Path("x/a.jpg")])
+    with pytest.raises(MetricInputError, match="both have the name 'x'"):
+        by_name([Path("in/x.png"), Path("in/x.jpg")], Path("in"))
 
 
 def test_ssim_identity_degradation_and_size_mismatch(tmp_path: Path) -> None:
@@ -101,10 +103,43 @@ def test_lpips_unavailable_without_backbone_weights() -> None:
         LPIPS("alex")
 
 
-def test_lpips_with_local_backbone_matches_torchmetrics(tmp_path: Path) -> None:
-    # A random SqueezeNet backbone in the hub cache stands in for the ImageNet weights (5 MB).
+# LPIPS (Zhang et al. 2018) as defined for the SqueezeNet-1.1 backbone: inputs in [-1, 1] shifted
+# and scaled per channel, features taken after torchvision's squeezenet1_1().features[i] for these
+# i (the 7 ReLU outputs), unit-normalised over channels, squared difference, a non-negative 1x1
+# linear head per layer, mean over space, sum over layers.
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+SQUEEZE_TAPS = (1, 4, 7, 9, 10, 11, 12)
+
+
+def lpips_by_hand(backbone: torch.nn.Module, heads: list[torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> float:
+    """LPIPS of two uint8 (3, H, W) images, written out from the definition above, in float64."""
+    shift = torch.tensor(LPIPS_SHIFT, dtype=torch.float64).view(1, 3, 1, 1)
+    scale = torch.tensor(LPIPS_SCALE, dtype=torch.float64).view(1, 3, 1, 1)
+    layers = backbone.features.double().eval()
+
+    def features(img: torch.Tensor) -> list[torch.Tensor]:
+        h = ((img[None].double() / 255 * 2 - 1) - shift) / scale
+        taps = []
+        for i, layer in enumerate(layers):
+            h = layer(h)
+            if i in SQUEEZE_TAPS:
+                taps.append(h / (h.pow(2).sum(dim=1, keepdim=True) + 1e-8).sqrt())
+        return taps
+
+    with torch.no_grad():
+        total = sum(
+            ((fa - fb) ** 2 * w.double().view(1, -1, 1, 1)).sum(dim=1).mean()
+            for fa, fb, w in zip(features(a), features(b), heads, strict=True)
+        )
+    return float(total)
+
+
+def test_lpips_equals_its_definition_on_a_seeded_random_backbone(tmp_path: Path) -> None:
+    # A seeded random SqueezeNet in the hub cache stands in for the ImageNet weights (5 MB);
+    # LPIPS loads it from there like the real file, and the linear heads ship with torchmetrics.
+    import torchmetrics.functional.image.lpips as tm_lpips
     import torchvision
-    from torchmetrics.functional.image.lpips import learned_perceptual_image_patch_similarity
 
     from brushwork.metrics.weights import hub_checkpoint_dir
 
@@ -112,16 +147,25 @@ def test_lpips_with_local_backbone_matches_torchmetrics(tmp_path: Path) -> None:
     target = hub_checkpoint_dir() / url.rsplit("/", 1)[-1]
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), target)
+    backbone = torchvision.models.squeezenet1_1(weights=None)
+    torch.save(backbone.state_dict(), target)
+    heads_file = Path(tm_lpips.__file__).parent / "lpips_models" / "squeeze.pth"
+    heads_state = torch.load(heads_file, map_location="cpu", weights_only=True)
+    heads = [heads_state[f"lin{i}.model.1.weight"] for i in range(len(SQUEEZE_TAPS))]
+    assert all(bool((w >= 0).all()) for w in heads)  # LPIPS heads are non-negative weights
     assert lpips_unavailable_reason("squeeze") is None
     scorer = LPIPS("squeeze")
-    a, b = (load_uint8(p) for p in write_images(tmp_path, 2, size=64, kind="stripes"))
-    assert scorer(a, a) == pytest.approx(0.0, abs=1e-6)
+    a, b, c = (load_uint8(p) for p in write_images(tmp_path, 3, size=64, kind="stripes", seed=7))
+    assert scorer(a, a) == 0.0  # identical features: every squared difference is exactly 0
     ours = scorer(a, b)
-    ref = learned_perceptual_image_patch_similarity(
-        b.unsqueeze(0).float() / 255, a.unsqueeze(0).float() / 255, net_type="squeeze", normalize=True
-    )
-    assert ours > 0 and ours == pytest.approx(float(ref), rel=1e-5)
+    # the wrapper runs in float32; its rounding (relative ~1e-7 per operation over ~1e3 terms per
+    # sum) stays far below 1e-4 of the float64 value
+    assert ours > 0 and ours == pytest.approx(lpips_by_hand(backbone, heads, a, b), rel=1e-4)
+    assert scorer(b, a) == pytest.approx(ours, rel=1e-6)  # the definition is symmetric
+    assert scorer(a, c) == pytest.approx(lpips_by_hand(backbone, heads, a, c), rel=1e-4)
+    # an output of another size is resized to the input's size first (bicubic, antialiased)
+    big = match_size(b, (96, 80))
+    assert scorer(a, big) == pytest.approx(lpips_by_hand(backbone, heads, a, match_size(big, (64, 64))), rel=1e-4)
 
 
 def test_metrics_import_nothing_from_training() -> None:

@@ -21,7 +21,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, not a bug: shown as one line, exit status 2."""
     from brushwork.cli.compare import MethodSpecError
     from brushwork.config import ConfigError
-    from brushwork.data.imageio import ImageReadError, ImageWriteError
+    from brushwork.data.imageio import ImageReadError, ImageWriteError, PixelLimitError
     from brushwork.data.unpaired import DatasetError
     from brushwork.inference.io import OutputFolderError
     from brushwork.inference.sources import DownloadError, ModelSourceError
@@ -37,17 +37,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
-        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError,
+        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError, PixelLimitError,
     )  # fmt: skip
 
 
 def setup_logging(verbose: bool = False) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, show_time=False, rich_tracebacks=False)],
+        # stderr: standard output carries only a command's results (e.g. evaluate --json -)
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False, rich_tracebacks=False)],
         force=True,
     )
     logging.captureWarnings(True)

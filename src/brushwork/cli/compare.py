@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from brushwork.cli.app import app, setup_logging
-from brushwork.cli.evaluate import print_results, progress_factory
+from brushwork.cli.evaluate import (
+    print_results,
+    progress_factory,
+    report_unreadable,
+    unreadable_json,
+)
 from brushwork.utils.files import atomic_write_json
 
 if TYPE_CHECKING:
@@ -50,34 +55,43 @@ def parse_method(text: str) -> MethodSpec:
     return MethodSpec(name, folder=Path(target))
 
 
-def run_model(spec: MethodSpec, inputs: list[Path], out_dir: Path, device: str) -> list[Path]:
-    """Translate every input with a brushwork model; outputs are written as lossless PNG."""
-    from brushwork.data.imageio import read_image, save_image
+def run_model(spec: MethodSpec, inputs: list[Path], input_root: Path, out_dir: Path, device: str) -> tuple[list[Path], dict[Path, str]]:
+    """Translate every input with a brushwork model into ``out_dir`` as lossless PNG, mirroring the
+    inputs' relative paths as ``brushwork stylize`` does; returns the outputs and the failed inputs."""
     from brushwork.inference import Stylizer
+    from brushwork.inference.io import InputItem, stylize_files
+    from brushwork.inference.sources import DirectionRequiredError
 
     assert spec.model is not None
-    stylizer = Stylizer.from_pretrained(spec.model, device=device)
-    written = []
+    try:
+        stylizer = Stylizer.from_pretrained(spec.model, device=device)
+    except DirectionRequiredError as exc:
+        run = exc.run_dir
+        raise MethodSpecError(
+            f"--method {spec.name}=model:{spec.model}: {run} is a training run with generators {', '.join(exc.directions)}; "
+            f"compare takes one generator: model:{run / 'release' / exc.directions[0]} (brushwork export {run} writes the release folders)"
+        ) from None
     log.info("running %s on %d inputs -> %s", spec.source, len(inputs), out_dir)
-    for path in inputs:
-        loaded = read_image(path)
-        target = out_dir / f"{path.stem}.png"
-        save_image(stylizer(loaded.rgb), target)
-        written.append(target)
-    return written
+    items = [InputItem(p, p.relative_to(input_root)) for p in inputs]
+    report = stylize_files(stylizer, items, out_dir, fmt="png", overwrite=True)
+    return report.written, dict(report.failed)
 
 
-def check_matching(spec: MethodSpec, inputs: list[Path], outputs: list[Path], suffixes: Sequence[str], strict: bool) -> Matching:
-    """Pair a method's outputs with the inputs by name; log (or with ``strict`` refuse) gaps."""
-    from brushwork.metrics.evaluate import MetricInputError, match_by_name
+def check_matching(spec: MethodSpec, inputs: list[Path], input_root: Path, outputs: list[Path], output_root: Path,
+                   suffixes: Sequence[str], strict: bool) -> Matching:
+    """Pair a method's outputs with the inputs by relative path; log (or with ``strict`` refuse) gaps."""
+    from brushwork.metrics.evaluate import MetricInputError, match_by_name, relative_name
 
-    matching = match_by_name(inputs, outputs, strip_suffixes=suffixes)
+    matching = match_by_name(inputs, outputs, input_root=input_root, output_root=output_root, strip_suffixes=suffixes)
     if not matching.pairs:
-        input_stems = {p.stem for p in inputs}
-        suffixed = any(o.stem.startswith(i) for o in outputs[:50] for i in input_stems)
+        if not outputs:
+            raise MetricInputError(f"--method {spec.name}: produced no outputs")
+        input_names = {relative_name(p, input_root) for p in inputs}
+        suffixed = any(relative_name(o, output_root).startswith(i) for o in outputs[:50] for i in input_names)
         raise MetricInputError(
             f"--method {spec.name}: none of its {len(outputs)} outputs is named like an input "
-            f"(outputs e.g. {outputs[0].name}, inputs e.g. {inputs[0].name}); outputs are matched to inputs by file name"
+            f"(outputs e.g. {relative_name(outputs[0], output_root)}, inputs e.g. {relative_name(inputs[0], input_root)}); "
+            "outputs are matched to inputs by relative path without extension"
             + ("; the outputs look suffixed, try --strip-suffix" if suffixed and not suffixes else "")
         )
     if matching.missing:
@@ -114,7 +128,9 @@ def compare(
     """Compare methods side by side: metrics table (best per column marked) and a row of images per input.
 
     Each method is a folder of outputs named like the inputs (any tool), or a brushwork model
-    run on the inputs now. Missing and extra names are reported, never silently dropped.
+    run on the inputs now. Folders are read recursively and outputs paired with inputs by
+    relative path. Missing and extra names are reported, never silently dropped; unreadable
+    images are skipped, listed at the end and make the exit status 1.
     """
     setup_logging(verbose)
     from brushwork.inference.io import check_output_folder
@@ -137,14 +153,18 @@ def compare(
         if spec.name in seen:
             raise MethodSpecError(f"--method name {spec.name!r} is given twice; names must be unique")
         seen.add(spec.name)
-    input_files = images_in(inputs, "--inputs")
-    input_by_name = by_name(input_files)
-    real_files = images_in(real, "--real") if real is not None else None
+    assets = out.parent / f"{out.stem}_files"
+    # Never read the report's own files, or a method's outputs kept inside the inputs or the real set.
+    written = [assets, *(spec.folder for spec in specs if spec.folder is not None)]
+    input_files = images_in(inputs, "--inputs", recursive=True, exclude=written)
+    input_by_name = by_name(input_files, inputs)
+    real_files = images_in(real, "--real", recursive=True, exclude=written) if real is not None else None
     chosen = parse_metrics(metrics)
     suffixes = strip_suffix or ()
     # Match every folder method before any slow work, so that a bad folder fails at once.
     matchings = {
-        spec.name: check_matching(spec, input_files, images_in(spec.folder, f"--method {spec.name}"), suffixes, strict)
+        spec.name: check_matching(spec, input_files, inputs, images_in(spec.folder, f"--method {spec.name}", recursive=True,
+                                  exclude=[assets]), spec.folder, suffixes, strict)
         for spec in specs if spec.folder is not None
     }  # fmt: skip
     evaluator = Evaluator(
@@ -156,14 +176,17 @@ def compare(
     )
     if chosen is None or any(m in chosen for m in ("is", "fid", "kid")):
         evaluator.load_extractor()  # missing weights: say so now, not after running the models
-    assets = out.parent / f"{out.stem}_files"
     columns: list[MethodColumn] = []
     with progress_factory(progress) as factory:
         evaluator.progress = factory
         for i, spec in enumerate(specs):
             if spec.model is not None:
-                outputs = run_model(spec, input_files, assets / f"{i + 1:02d}_{safe_name(spec.name)}", str(evaluator.device))
-                matching = check_matching(spec, input_files, outputs, (), strict)
+                out_dir = assets / f"{i + 1:02d}_{safe_name(spec.name)}"
+                outputs, failed = run_model(spec, input_files, inputs, out_dir, str(evaluator.device))
+                for path, reason in failed.items():  # already logged by the model run
+                    evaluator.unreadable.setdefault(path, reason)
+                usable = [p for p in input_files if p not in failed]  # failed inputs are listed as unreadable
+                matching = check_matching(spec, usable, inputs, outputs, out_dir, (), strict)
             else:
                 matching = matchings[spec.name]
             result = evaluator.evaluate(spec.name, [p for _, _, p in matching.pairs], real=real_files, matching=matching)
@@ -188,7 +211,11 @@ def compare(
         "real": {"path": str(real), "n": len(real_files)} if real_files is not None else None,
         "protocol": protocol,
         "methods": [{"source": c.source, **c.result.to_dict()} for c in columns],
+        "unreadable": unreadable_json(evaluator.unreadable),
     }
     json_path = json_out if json_out is not None else out.with_suffix(".json")
     atomic_write_json(json_path, payload)
     typer.echo(f"wrote {json_path}")
+    report_unreadable(evaluator.unreadable)
+    if evaluator.unreadable:
+        raise typer.Exit(1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,6 +26,7 @@ def progress_factory(enabled: bool) -> Iterator[ProgressFactory | None]:
     if not enabled:
         yield None
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -32,7 +35,8 @@ def progress_factory(enabled: bool) -> Iterator[ProgressFactory | None]:
         TimeRemainingColumn,
     )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:  # stdout may carry JSON
 
         def factory(what: str, total: int) -> Any:
             task = bar.add_task(what, total=total)
@@ -41,7 +45,7 @@ def progress_factory(enabled: bool) -> Iterator[ProgressFactory | None]:
         yield factory
 
 
-def print_results(results: list[SetResult], title: str) -> None:
+def print_results(results: list[SetResult], title: str, *, stderr: bool = False) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -67,10 +71,32 @@ def print_results(results: list[SetResult], title: str) -> None:
                 text = format_value(k, mv.value, mv.std)
                 cells.append(f"[bold green]{text} ★[/bold green]" if best.get(k) == mv.value else text)
         table.add_row(escape(r.name), *cells, str(r.n_outputs))
-    console = Console(stderr=False)
+    console = Console(stderr=stderr)
     console.print(table)
     for text in summary_notes(results):
         console.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False)
+
+
+def report_unreadable(unreadable: dict[Path, str]) -> None:
+    """List the files left out of the scores (stderr); the caller then exits with status 1."""
+    if unreadable:
+        typer.echo(f"{len(unreadable)} unreadable file(s) skipped (left out of every score):", err=True)
+        for reason in unreadable.values():
+            typer.echo(f"  {reason}", err=True)
+
+
+def unreadable_json(unreadable: dict[Path, str]) -> list[dict[str, str]]:
+    return [{"path": str(path), "reason": reason} for path, reason in unreadable.items()]
+
+
+def write_json(target: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically to ``target``, or to standard output when ``target`` is ``-``."""
+    if str(target) == "-":
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        atomic_write_json(target, payload)
+        typer.echo(f"wrote {target}")
 
 
 @app.command()
@@ -78,7 +104,7 @@ def evaluate(
     real: Annotated[Path, Opt("--real", help="Folder of real images of the target domain (the reference set).")],
     fake: Annotated[Path, Opt("--fake", help="Folder of generated images to score.")],
     source: Annotated[Path | None, Opt("--source", help="Folder of the inputs the outputs were made from (SSIM, LPIPS by name).")] = None,
-    json_out: Annotated[Path | None, Opt("--json", help="Write the results as JSON here.")] = None,
+    json_out: Annotated[Path | None, Opt("--json", help="Write the results as JSON here; - for standard output (the table then goes to stderr).")] = None,
     metrics: Annotated[str | None, Opt("--metrics", help="Comma-separated subset of is,fid,kid,ssim,lpips (default: is,fid,kid, plus ssim and lpips with --source).")] = None,
     inception_weights: Annotated[Path | None, Opt("--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (else $BRUSHWORK_INCEPTION_WEIGHTS, then torch hub's cache, then a download).")] = None,
     device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
@@ -91,6 +117,8 @@ def evaluate(
 ) -> None:
     """Score generated images: Inception Score, FID and KID against --real; SSIM and LPIPS against --source.
 
+    Folders are read recursively; outputs are paired with --source inputs by relative path without
+    extension. Unreadable images are skipped, listed at the end and make the exit status 1.
     The protocol is the published one (2015-12-05 Inception weights, TF-compatible resize, no antialias); see docs/metrics.md.
     """
     setup_logging(verbose)
@@ -115,17 +143,19 @@ def evaluate(
     else:
         required = wanted = chosen
 
-    real_files = images_in(real, "--real")
-    fake_files = images_in(fake, "--fake")
+    to_stdout = json_out is not None and str(json_out) == "-"
+    real_files = images_in(real, "--real", recursive=True, exclude=[fake])
+    fake_files = images_in(fake, "--fake", recursive=True)
     matching = None
     if source is not None:
-        matching = match_by_name(images_in(source, "--source"), fake_files, strip_suffixes=strip_suffix or ())
+        source_files = images_in(source, "--source", recursive=True, exclude=[fake])
+        matching = match_by_name(source_files, fake_files, input_root=source, output_root=fake, strip_suffixes=strip_suffix or ())
         if matching.missing:
             log.warning("%d input(s) in %s have no output in %s: %s", len(matching.missing), source, fake, ", ".join(matching.missing[:10]))
         if matching.extra:
             log.warning("%d output(s) in %s match no input in %s: %s", len(matching.extra), fake, source, ", ".join(matching.extra[:10]))
 
-    if json_out is not None:
+    if json_out is not None and not to_stdout:
         check_output_folder(json_out.parent)  # unwritable: fail now, not after the scoring
     evaluator = Evaluator(
         wanted=wanted,
@@ -143,14 +173,17 @@ def evaluate(
         evaluator.progress = factory
         result = evaluator.evaluate(fake.name or str(fake), fake_files, real=real_files, matching=matching)
 
-    print_results([result], title=f"{fake} vs {real}")
+    print_results([result], title=f"{fake} vs {real}", stderr=to_stdout)
     if json_out is not None:
         payload = {
             "real": {"path": str(real), "n": len(real_files)},
             "fake": {"path": str(fake), "n": len(fake_files)},
             "source": {"path": str(source), "n": len(matching.pairs) + len(matching.missing)} if matching else None,
             "protocol": protocol_dict(evaluator.loaded_extractor),
-            **{k: v for k, v in result.to_dict().items() if k != "name"},
+            **{k: v for k, v in result.to_dict().items() if k not in ("name", "unreadable")},
+            "unreadable": unreadable_json(evaluator.unreadable),
         }
-        atomic_write_json(json_out, payload)
-        typer.echo(f"wrote {json_out}")
+        write_json(json_out, payload)
+    report_unreadable(evaluator.unreadable)
+    if evaluator.unreadable:
+        raise typer.Exit(1)

@@ -48,7 +48,7 @@ def import_model(
     out: Annotated[Path, typer.Option("--out", "-o", help="Release folder to write (config.json + model.safetensors).")],
     norm: Annotated[str | None, typer.Option(help="instance (assumed) | batch | none.")] = None,
     direction: Annotated[str, typer.Option(help="Direction recorded in the release: AtoB | BtoA.")] = "AtoB",
-    train_size: Annotated[int, typer.Option(help="Crop size it was trained at (a hint for --size).")] = 256,
+    train_size: Annotated[int, typer.Option(help="Crop size it was trained at (a hint for brushwork stylize --size).")] = 256,
 ) -> None:
     """Convert an official ``.pth`` into a release folder; its sha256 goes into config.json."""
     setup_logging()

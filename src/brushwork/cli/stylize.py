@@ -42,6 +42,7 @@ def stylize(
     setup_logging(verbose)
     from brushwork.inference import Stylizer
     from brushwork.inference.io import collect_inputs, output_suffix
+    from brushwork.inference.sources import DirectionRequiredError, ModelSourceError
     from brushwork.inference.stylizer import MIN_SIDE
 
     if fmt is not None:
@@ -58,11 +59,13 @@ def stylize(
             model, direction=direction, norm=norm, device=device, precision=precision, batch_size=batch_size,
             tile_size=tile_size, memory_budget=int(memory_gb * (1 << 30)) if memory_gb else None,
         )
+    except DirectionRequiredError as exc:
+        raise ModelSourceError(f"{exc} (use --direction {'|'.join(exc.directions)})") from None
     except ValueError as exc:
         if isinstance(exc, user_errors()):
             raise
         raise typer.BadParameter(str(exc)) from None  # device / precision / batch size
-    items, missing = collect_inputs(inputs)
+    items, missing = collect_inputs(inputs, out_dir=out)
     typer.echo(f"model: {stylizer.describe()}", err=True)
     report = _run_with_progress(stylizer, items, out, fmt=fmt, size=size, pair=side_by_side, overwrite=overwrite,
                                 show=not no_progress)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +27,51 @@ IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga",
 )  # fmt: skip
 
-# Large photos are legitimate input for a stylisation tool; keep Pillow's bomb check but raise it.
-Image.MAX_IMAGE_PIXELS = 400_000_000
+#: Largest image (width x height) :func:`read_image` decodes: about 20000 x 20000, 1.2 GB as RGB.
+DEFAULT_MAX_PIXELS = 400_000_000
+#: Environment variable that overrides :data:`DEFAULT_MAX_PIXELS` (a positive whole number).
+MAX_PIXELS_ENV = "BRUSHWORK_MAX_PIXELS"
+
+# read_image checks every file's header against pixel_limit() before decoding it. Pillow's own
+# check would warn between its limit and twice that, then refuse with a message naming neither
+# the file nor a setting, so it is switched off in favour of the one explicit limit.
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageReadError(ValueError):
     """An image file could not be read; the message names the file and the reason."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image's header claims more pixels than the limit; it was refused without decoding."""
+
+
+class PixelLimitError(ValueError):
+    """``$BRUSHWORK_MAX_PIXELS`` (or a ``max_pixels`` argument) is not a positive whole number."""
+
+
+def pixel_limit() -> int:
+    """The pixel limit of :func:`read_image`: ``$BRUSHWORK_MAX_PIXELS`` if set, else the default."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise PixelLimitError(f"${MAX_PIXELS_ENV} must be a positive whole number of pixels (e.g. 400000000), got {raw!r}")
+    return value
+
+
+def check_pixel_count(path: Path, size: tuple[int, int], limit: int) -> None:
+    """Refuse an image whose header says it has more than ``limit`` pixels (a decompression bomb)."""
+    w, h = size
+    if w * h > limit:
+        raise ImageTooLargeError(
+            f"{path}: image is {w}x{h} = {w * h:,} pixels, above the limit of {limit:,} pixels; "
+            f"not decoded (set ${MAX_PIXELS_ENV} to raise the limit)"
+        )
 
 
 class ImageWriteError(OSError):
@@ -57,14 +98,31 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: Path, *, recursive: bool = False) -> list[Path]:
-    """Image files under ``folder``, sorted by path; hidden files are skipped."""
+def nested_folder(inner: Path, outer: Path) -> Path | None:
+    """``inner`` relative to ``outer`` when it lies strictly inside it (symlinks resolved), else None."""
+    try:
+        rel = inner.resolve().relative_to(outer.resolve())
+    except ValueError:
+        return None
+    return rel if rel.parts else None
+
+
+def list_images(folder: Path, *, recursive: bool = False, exclude: Collection[Path] = ()) -> list[Path]:
+    """Image files under ``folder``, sorted by path; hidden files are skipped.
+
+    Files below any folder of ``exclude`` that lies inside ``folder`` (e.g. an output folder
+    inside an input folder) are left out, so that a tool never reads its own earlier outputs.
+    """
     pattern = "**/*" if recursive else "*"
-    return sorted(
-        p
-        for p in folder.glob(pattern)
-        if p.is_file() and is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    skip = [rel.parts for rel in (nested_folder(e, folder) for e in exclude) if rel is not None]
+    found = []
+    for p in folder.glob(pattern):
+        parts = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in parts) or any(parts[: len(s)] == s for s in skip):
+            continue
+        if p.is_file() and is_image_file(p):
+            found.append(p)
+    return sorted(found)
 
 
 def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -124,15 +182,23 @@ def to_rgb_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     return _to_rgb(img, icc)
 
 
-def read_image(path: Path | str) -> LoadedImage:
-    """Read ``path`` as 8-bit RGB; raise :class:`ImageReadError` naming the file on any failure."""
+def read_image(path: Path | str, *, max_pixels: int | None = None) -> LoadedImage:
+    """Read ``path`` as 8-bit RGB; raise :class:`ImageReadError` naming the file on any failure.
+
+    An image of more than ``max_pixels`` (default :func:`pixel_limit`) is refused from its header,
+    before any pixel data is decoded (:class:`ImageTooLargeError`).
+    """
     path = Path(path)
+    limit = pixel_limit() if max_pixels is None else max_pixels
+    if limit < 1:
+        raise PixelLimitError(f"max_pixels must be a positive whole number, got {limit}")
     try:
         if path.is_dir():
             raise ImageReadError(f"{path}: is a folder, not an image file")
         if path.stat().st_size == 0:
             raise ImageReadError(f"{path}: file is empty (0 bytes)")
-        with Image.open(path) as opened:
+        with Image.open(path) as opened:  # reads the header only
+            check_pixel_count(path, opened.size, limit)
             frames = int(getattr(opened, "n_frames", 1) or 1)
             if frames > 1:
                 opened.seek(0)
@@ -150,8 +216,6 @@ def read_image(path: Path | str) -> LoadedImage:
         raise ImageReadError(f"{path}: file does not exist") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file Pillow can read") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path}: image is too large ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
     if source_mode == "CMYK":

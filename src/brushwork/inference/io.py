@@ -26,6 +26,7 @@ from brushwork.data.imageio import (
     ImageWriteError,
     LoadedImage,
     list_images,
+    nested_folder,
     read_image,
     save_image,
 )
@@ -79,15 +80,22 @@ def _glob_base(pattern: str) -> Path:
     return Path(*base) if base else Path(".")
 
 
-def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[InputItem], list[tuple[Path, str]]]:
-    """Expand files, folders (recursive) and globs; also return the inputs that matched nothing."""
+def collect_inputs(inputs: Iterable[str | Path], *, out_dir: Path | None = None) -> tuple[list[InputItem], list[tuple[Path, str]]]:
+    """Expand files, folders (recursive) and globs; also return the inputs that matched nothing.
+
+    An ``out_dir`` inside an input folder or below a glob's base is left out of that input (and
+    logged), so that a second run never stylises the first run's outputs.
+    """
     items: list[InputItem] = []
     missing: list[tuple[Path, str]] = []
     for raw in inputs:
         text = str(raw)
         path = Path(text).expanduser()
         if path.is_dir():
-            found = list_images(path, recursive=True)
+            exclude = [out_dir] if out_dir is not None and nested_folder(out_dir, path) is not None else []
+            if exclude:
+                log.info("leaving out %s: it is the output folder, inside the input folder %s", out_dir, path)
+            found = list_images(path, recursive=True, exclude=exclude)
             if not found:
                 missing.append((path, "folder holds no image files"))
             items += [InputItem(p, p.relative_to(path)) for p in found]
@@ -97,6 +105,11 @@ def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[InputItem], list[
             base = _glob_base(text)
             matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
             files = [m for m in matches if m.is_file()]
+            if out_dir is not None:
+                kept = [m for m in files if nested_folder(m, out_dir) is None]
+                if len(kept) < len(files):
+                    log.info("leaving out %d file(s) matching %s inside the output folder %s", len(files) - len(kept), text, out_dir)
+                    files = kept
             if not files:
                 missing.append((path, "no files match this pattern"))
             for m in files:

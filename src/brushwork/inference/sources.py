@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import logging
 import os
 import pickle
 import re
+import ssl
 import urllib.error
 import urllib.request
 import zipfile
@@ -38,7 +41,7 @@ from brushwork.release import (
     save_release,
 )
 from brushwork.utils.cache import cache_dir
-from brushwork.utils.files import atomic_path, file_sha256
+from brushwork.utils.files import atomic_path, atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ PUBLISHED_MODELS: tuple[str, ...] = (
     "style_vangogh", "sat2map", "map2sat", "cityscapes_photo2label", "cityscapes_label2photo",
     "facades_photo2label", "facades_label2photo", "iphone2dslr_flower",
 )  # fmt: skip
-PUBLISHED_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/"
+PUBLISHED_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/"
 #: Environment variables: the cache folder, and a mirror of the published models (tests use one).
 URL_ENV = "BRUSHWORK_MODEL_URL"
 DIRECTIONS = ("AtoB", "BtoA")
@@ -59,8 +62,24 @@ class ModelSourceError(ValueError):
     """A model source cannot be resolved or read; the message names it and what was found."""
 
 
+class DirectionRequiredError(ModelSourceError):
+    """A training run holds several generators and no (valid) direction was given.
+
+    The message names no command-line flag: each front end says how it takes a direction.
+    """
+
+    def __init__(self, message: str, run_dir: Path, directions: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.directions = directions
+
+
 class DownloadError(OSError):
     """A published model could not be downloaded; the message names the URL and the reason."""
+
+
+class ChecksumError(ModelSourceError):
+    """A cached published model no longer has the sha256 recorded when it was downloaded."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +222,8 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
         raise ModelSourceError(f"model file {path} is not a readable PyTorch state dict ({first_line})") from None
     if isinstance(obj, dict) and "networks" in obj and "format_version" in obj:
         raise ModelSourceError(
-            f"{path} is a brushwork training checkpoint; pass its run folder with --direction AtoB|BtoA instead"
+            f"{path} is a brushwork training checkpoint; load its run folder with a direction (AtoB or BtoA) instead, "
+            f"or write release folders with: brushwork export RUN --checkpoint {path}"
         )
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
@@ -262,6 +282,38 @@ def published_path(name: str, root: Path | None = None) -> Path:
     return (root or cache_dir()) / "pretrained" / f"{name}.pth"
 
 
+def checksum_path(path: Path) -> Path:
+    """Where the sha256 of a cached file is recorded: ``<file>.sha256``, in ``sha256sum`` format."""
+    return path.with_name(path.name + ".sha256")
+
+
+def record_checksum(path: Path, digest: str) -> None:
+    atomic_write_text(checksum_path(path), f"{digest}  {path.name}\n")
+
+
+def verify_cached(name: str, path: Path) -> None:
+    """Check a cached published model against the sha256 recorded when it was downloaded.
+
+    The authors publish no checksums, so this detects a cache file changed or corrupted after
+    the download, not a server that served the wrong file. A file with no record (put there by
+    hand, or by an older brushwork) has its sha256 recorded now and checked from then on.
+    """
+    digest = file_sha256(path)
+    record = checksum_path(path)
+    if not record.is_file():
+        log.warning("%s: no sha256 recorded (not downloaded by brushwork); recording %s and checking it from now on", path, digest)
+        record_checksum(path, digest)
+        return
+    fields = record.read_text(errors="replace").split()
+    expected = fields[0].lower() if fields else ""
+    if digest != expected:
+        found = f"recorded {expected!r}" if re.fullmatch(r"[0-9a-f]{64}", expected) else f"unreadable record {record}"
+        raise ChecksumError(
+            f"{path}: sha256 {digest} does not match the {found} at download; the cached file was changed or "
+            f"corrupted. Fetch it again with: brushwork models download {name} --force"
+        )
+
+
 def published_url(name: str) -> str:
     base = os.environ.get(URL_ENV, PUBLISHED_URL)
     return base.rstrip("/") + f"/{name}.pth"
@@ -277,13 +329,22 @@ Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or No
 
 def download_published(name: str, *, root: Path | None = None, force: bool = False, timeout: float = 30.0,
                        progress: Progress | None = None) -> Path:
-    """Download ``<name>.pth`` into the cache (atomically) unless it is already there."""
+    """Download ``<name>.pth`` into the cache unless it is there (then it is checked, see :func:`verify_cached`).
+
+    The download goes to a temporary file that replaces the cache entry only when complete: it
+    must have exactly the ``Content-Length`` the server announced. Its sha256 is recorded beside
+    it (``<name>.pth.sha256``) and checked on every later use.
+    """
     check_published_name(name)
     target = published_path(name, root)
     if target.is_file() and not force:
+        verify_cached(name, target)
         return target
     url = published_url(name)
+    if not url.startswith("https://"):
+        log.warning("downloading over plain %s: only the length of the file is checked in transit", url.split(":", 1)[0])
     log.info("downloading %s", url)
+    digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(target) as tmp:
             total = response.headers.get("Content-Length")
@@ -292,20 +353,33 @@ def download_published(name: str, *, root: Path | None = None, force: bool = Fal
             with open(tmp, "wb") as fh:
                 while chunk := response.read(1 << 20):
                     fh.write(chunk)
+                    digest.update(chunk)
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total_bytes)
-            if total_bytes is not None and done != total_bytes:
-                raise DownloadError(f"download of {url} stopped after {done} of {total_bytes} bytes; try again")
+            if total_bytes is None:
+                log.warning("%s sent no Content-Length: the download's completeness cannot be checked", url)
+            elif done != total_bytes:
+                raise DownloadError(f"download of {url} stopped after {done} of {total_bytes} bytes; nothing was saved, try again")
+            checksum_path(target).unlink(missing_ok=True)  # the old record must not outlive the old file
+        record_checksum(target, digest.hexdigest())  # a crash before this leaves no record: recorded on first use
+    except DownloadError:
+        raise
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"cannot download {name!r} from {url}: the server answered HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLError):
+            raise DownloadError(f"cannot download {name!r} from {url}: the secure connection failed ({exc.reason})") from None
         raise DownloadError(
             f"cannot download {name!r} from {url}: server unreachable ({exc.reason}); check the connection, "
             f"or set {URL_ENV} to a mirror, or put the file at {target}"
         ) from None
-    except (TimeoutError, ConnectionError) as exc:
-        raise DownloadError(f"cannot download {name!r} from {url}: {exc}") from None
+    except (TimeoutError, ConnectionError, ssl.SSLError, http.client.HTTPException) as exc:
+        raise DownloadError(f"cannot download {name!r} from {url}: the connection broke ({type(exc).__name__}: {exc}); "
+                            "nothing was saved, try again") from None
+    except OSError as exc:  # the cache folder: full disk, no permission
+        raise DownloadError(f"cannot save {name!r} to {target}: {exc.strerror or exc}") from None
+    log.info("%s: sha256 %s recorded in %s", target, digest.hexdigest(), checksum_path(target))
     return target
 
 
@@ -328,7 +402,7 @@ def load_run_generator(run_dir: Path, direction: str | None, checkpoint: Path | 
     specs = method.release_specs()
     if direction is None or direction not in specs:
         given = "no direction was given" if direction is None else f"direction {direction!r} is not one of them"
-        raise ModelSourceError(f"{run_dir} is a training run with generators {', '.join(specs)}; {given} (use --direction)")
+        raise DirectionRequiredError(f"{run_dir} is a training run with generators {', '.join(specs)}; {given}", run_dir, tuple(specs))
     spec = specs[direction]
     path = find_resume_checkpoint(run_dir, checkpoint or "latest")
     state = load_checkpoint(path)
@@ -368,10 +442,9 @@ def load_source(source: str | Path, *, direction: str | None = None, norm: str |
     name = str(source)
     if name in PUBLISHED_MODELS:
         cached = published_path(name)
-        if not cached.is_file():
-            if not download:
-                raise ModelSourceError(f"published model {name!r} is not in the cache ({cached}); run: brushwork models download {name}")
-            download_published(name)
+        if not cached.is_file() and not download:
+            raise ModelSourceError(f"published model {name!r} is not in the cache ({cached}); run: brushwork models download {name}")
+        download_published(name)  # checks the recorded sha256 of a cached file
         state = load_state_dict_file(cached)
         model, arch = generator_from_state_dict(state, norm=norm, where=str(cached))
         return model, _config_for_pth(arch, f"{name}.pth", direction, published=name)
@@ -395,7 +468,7 @@ def _config_for_pth(arch: dict[str, Any], file_name: str, direction: str | None,
 
 
 __all__ = [
-    "PUBLISHED_MODELS", "DownloadError", "InferredArchitecture", "ModelSourceError", "cache_dir",
+    "PUBLISHED_MODELS", "ChecksumError", "DirectionRequiredError", "DownloadError", "InferredArchitecture", "ModelSourceError", "cache_dir",
     "download_published", "generator_from_state_dict", "import_pth", "infer_architecture",
     "load_source", "load_state_dict_file", "published_path", "published_url",
 ]  # fmt: skip

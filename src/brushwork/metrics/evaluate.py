@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from brushwork.data.imageio import IMAGE_EXTENSIONS, list_images
+from brushwork.data.imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, nested_folder
 from brushwork.metrics.features import (
     PROTOCOL,
     FeatureCache,
@@ -66,33 +67,47 @@ def parse_metrics(text: str | None) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
-def images_in(folder: Path, what: str) -> list[Path]:
-    """The image files of ``folder`` (sorted), or a MetricInputError saying what is wrong."""
+def images_in(folder: Path, what: str, *, recursive: bool = False, exclude: Collection[Path] = ()) -> list[Path]:
+    """The image files of ``folder`` (sorted), or a MetricInputError saying what is wrong.
+
+    ``recursive`` reads subfolders too (as ``brushwork stylize`` writes them); folders of
+    ``exclude`` that lie inside ``folder`` (outputs written into an input folder) are left out.
+    """
     if not folder.exists():
         raise MetricInputError(f"{what} folder {folder} does not exist")
     if not folder.is_dir():
         raise MetricInputError(f"{what} {folder} is not a folder")
-    files = list_images(folder)
+    nested = [e for e in exclude if nested_folder(e, folder) is not None]
+    for inner in nested:
+        log.info("%s: leaving out %s, which lies inside %s", what, inner, folder)
+    files = list_images(folder, recursive=recursive, exclude=nested)
     if not files:
         raise MetricInputError(f"{what} folder {folder} holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return files
 
 
-def by_name(files: Sequence[Path], *, strip_suffixes: Sequence[str] = ()) -> dict[str, Path]:
-    """Files keyed by stem (after removing the first matching suffix); clashing names are an error."""
+def relative_name(path: Path, root: Path, *, strip_suffixes: Sequence[str] = ()) -> str:
+    """``root/sub/photo_fake.png`` -> ``sub/photo`` (with ``_fake`` stripped): the key that pairs files."""
+    rel = path.relative_to(root)
+    stem = rel.stem
+    for suffix in strip_suffixes:
+        if suffix and stem.endswith(suffix) and len(stem) > len(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return (rel.parent / stem).as_posix()
+
+
+def by_name(files: Sequence[Path], root: Path, *, strip_suffixes: Sequence[str] = ()) -> dict[str, Path]:
+    """Files keyed by :func:`relative_name` below ``root``; clashing names are an error."""
     out: dict[str, Path] = {}
     for path in files:
-        stem = path.stem
-        for suffix in strip_suffixes:
-            if suffix and stem.endswith(suffix) and len(stem) > len(suffix):
-                stem = stem[: -len(suffix)]
-                break
-        if stem in out:
+        name = relative_name(path, root, strip_suffixes=strip_suffixes)
+        if name in out:
             raise MetricInputError(
-                f"{out[stem]} and {path} both have the name {stem!r}; outputs are matched to inputs by name, "
-                "so names must be unique within a folder"
+                f"{out[name]} and {path} both have the name {name!r}; outputs are matched to inputs by relative path "
+                "without extension, so these must be unique within a folder"
             )
-        out[stem] = path
+        out[name] = path
     return out
 
 
@@ -105,9 +120,13 @@ class Matching:
     extra: list[str]  # outputs with no input
 
 
-def match_by_name(inputs: Sequence[Path], outputs: Sequence[Path], *, strip_suffixes: Sequence[str] = ()) -> Matching:
-    ins = by_name(inputs)
-    outs = by_name(outputs, strip_suffixes=strip_suffixes)
+def match_by_name(
+    inputs: Sequence[Path], outputs: Sequence[Path], *, input_root: Path, output_root: Path, strip_suffixes: Sequence[str] = ()
+) -> Matching:
+    """Pair ``input_root/sub/x.jpg`` with ``output_root/sub/x.png``: the relative path without extension,
+    as ``brushwork stylize`` mirrors it."""
+    ins = by_name(inputs, input_root)
+    outs = by_name(outputs, output_root, strip_suffixes=strip_suffixes)
     pairs = [(name, path, outs[name]) for name, path in ins.items() if name in outs]
     missing = [name for name in ins if name not in outs]
     extra = [name for name in outs if name not in ins]
@@ -147,6 +166,7 @@ class SetResult:
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # one line per skipped output or input of this set
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +175,7 @@ class SetResult:
             "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
             "missing": self.missing,
             "extra": self.extra,
+            "unreadable": self.unreadable,
             "warnings": self.warnings,
             "per_image": self.per_image,
         }
@@ -170,6 +191,8 @@ class Evaluator:
 
     ``wanted`` metrics are computed when possible; ``required`` ones must be computable or the
     call fails with a MetricInputError (or InceptionWeightsError / MetricUnavailable).
+    A file that cannot be read is left out of every score and recorded in :attr:`unreadable`
+    (path -> one-line reason), so that one bad image does not stop an evaluation.
     """
 
     def __init__(
@@ -199,6 +222,7 @@ class Evaluator:
         self._lpips_reason: str | None = None
         self._lpips_checked = False
         self._real: dict[tuple[Path, ...], InceptionFeatures] = {}
+        self.unreadable: dict[Path, str] = {}
 
     # -- resources, created on first use ------------------------------------------------------
 
@@ -233,10 +257,36 @@ class Evaluator:
     def _progress(self, what: str, total: int) -> ProgressFn | None:
         return self.progress(what, total) if self.progress is not None else None
 
+    def skip_unreadable(self, path: Path, reason: str) -> None:
+        """Leave ``path`` out of the scores and report it (``reason`` names the file)."""
+        if path not in self.unreadable:
+            log.error("skipping %s", reason)
+            self.unreadable[path] = reason
+
+    def _read(self, path: Path) -> Tensor | None:
+        if path in self.unreadable:
+            return None
+        try:
+            return load_uint8(path)
+        except ImageReadError as exc:
+            self.skip_unreadable(path, str(exc))
+            return None
+
     def features(self, paths: Sequence[Path], what: str, *, cache: bool = False) -> InceptionFeatures:
-        return self.extractor.extract_files(
-            paths, cache=self.cache if cache else None, progress=self._progress(f"Inception features: {what}", len(paths))
-        )
+        """Features of the readable files of ``paths``; unreadable ones are skipped and recorded."""
+        readable = [p for p in paths if p not in self.unreadable]
+        if readable:
+            try:
+                return self.extractor.extract_files(
+                    readable, cache=self.cache if cache else None,
+                    progress=self._progress(f"Inception features: {what}", len(readable)),
+                    on_unreadable=lambda path, exc: self.skip_unreadable(path, str(exc)),
+                )
+            except MetricInputError:
+                if any(p not in self.unreadable for p in readable):
+                    raise
+        first = next((self.unreadable[p] for p in paths if p in self.unreadable), "")
+        raise MetricInputError(f"{what}: none of its {len(paths)} images can be read (first: {first})")
 
     def real_features(self, paths: Sequence[Path]) -> InceptionFeatures:
         """Features of the reference set: kept in memory and, with a cache, on disk."""
@@ -295,6 +345,10 @@ class Evaluator:
         if any(_runs(reasons, m) for m in INCEPTION_METRICS):
             fake = self.features(outputs, name)
             real_feats = self.real_features(real) if real is not None and any(_runs(reasons, m) for m in ("fid", "kid")) else None
+            if len(fake) < len(outputs) or (real_feats is not None and real is not None and len(real_feats) < len(real)):
+                # unreadable files were left out: check the metrics again against what was read
+                n_real = len(real_feats) if real_feats is not None else (len(real) if real is not None else None)
+                reasons = self.plan(n_outputs=len(fake), n_real=n_real, n_pairs=n_pairs, where=f"{name}, unreadable files left out")
             self._score_distribution(result, reasons, fake, real_feats)
         if matching is not None and any(_runs(reasons, m) for m in CONTENT_METRICS):
             self._score_content(result, reasons, matching)
@@ -302,6 +356,9 @@ class Evaluator:
             if reasons[metric] is not None:
                 result.metrics[metric] = MetricValue(unavailable=reasons[metric])
         result.metrics = {m: result.metrics[m] for m in self.wanted if m in result.metrics}
+        own = list(dict.fromkeys([*outputs, *(src for _, src, _ in (matching.pairs if matching else []))]))
+        result.unreadable = [self.unreadable[p] for p in own if p in self.unreadable]
+        result.n_outputs = sum(p not in self.unreadable for p in outputs)
         return result
 
     def _score_distribution(
@@ -334,7 +391,11 @@ class Evaluator:
             return
         tick = self._progress(f"content preservation: {result.name}", len(matching.pairs))
         for name, src_path, out_path in matching.pairs:
-            src, out = load_uint8(src_path), load_uint8(out_path)
+            src, out = self._read(src_path), self._read(out_path)
+            if src is None or out is None:  # recorded in self.unreadable
+                if tick is not None:
+                    tick(1)
+                continue
             out = match_size(out, (int(src.shape[1]), int(src.shape[2])))  # once, for both scores
             scores: dict[str, float] = {}
             if want_ssim:
@@ -344,11 +405,16 @@ class Evaluator:
             result.per_image[name] = scores
             if tick is not None:
                 tick(1)
-        for metric in ("ssim", "lpips"):
+        for metric, runs in (("ssim", want_ssim), ("lpips", lpips is not None)):
             values = [s[metric] for s in result.per_image.values() if metric in s]
             if values:
                 t = torch.tensor(values, dtype=torch.float64)
                 result.metrics[metric] = MetricValue(float(t.mean()), float(t.std(correction=0)), len(values))
+            elif runs:
+                reason = f"{metric.upper()}: no input/output pair of {result.name} could be read"
+                if metric in self.required:
+                    raise MetricInputError(reason)
+                reasons[metric] = reason
 
 
 def protocol_dict(extractor: InceptionExtractor | None) -> dict[str, Any]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from brushwork.data.imageio import read_image
+from brushwork.data.imageio import ImageReadError, read_image
 from brushwork.data.transforms import pil_to_uint8
 from brushwork.metrics.scores import MetricInputError
 from brushwork.metrics.weights import (
@@ -171,9 +171,18 @@ class InceptionExtractor:
         )
 
     def extract_files(
-        self, paths: Sequence[Path], *, cache: FeatureCache | None = None, progress: ProgressFn | None = None
+        self,
+        paths: Sequence[Path],
+        *,
+        cache: FeatureCache | None = None,
+        progress: ProgressFn | None = None,
+        on_unreadable: Callable[[Path, ImageReadError], None] | None = None,
     ) -> InceptionFeatures:
-        """Features of image files; with ``cache``, reused while no file (or the weights) changed."""
+        """Features of image files; with ``cache``, reused while no file (or the weights) changed.
+
+        An unreadable file raises :class:`ImageReadError`, or with ``on_unreadable`` is passed to
+        it and left out (the features then cover the readable files, in order, and are not cached).
+        """
         paths = list(paths)
         if not paths:
             raise MetricInputError("no images to compute Inception features of")
@@ -185,8 +194,22 @@ class InceptionExtractor:
                 if progress is not None:
                     progress(len(paths))
                 return hit
-        feats = self.extract((load_uint8(p) for p in paths), progress=progress)
-        if cache is not None and key is not None:
+        skipped: list[Path] = []
+
+        def images() -> Iterator[Tensor]:
+            for p in paths:
+                try:
+                    yield load_uint8(p)
+                except ImageReadError as exc:
+                    if on_unreadable is None:
+                        raise
+                    skipped.append(p)
+                    on_unreadable(p, exc)
+                    if progress is not None:
+                        progress(1)
+
+        feats = self.extract(images(), progress=progress)
+        if cache is not None and key is not None and not skipped:
             cache.save(key, feats)
         return feats
 

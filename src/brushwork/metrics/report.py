@@ -170,7 +170,8 @@ def write_html_report(
     dirs = {m.name: f"{i + 1:02d}_{safe_name(m.name)}" for i, m in enumerate(methods)}
     for name, src in inputs.items():
         parts.append(f"<tr><td class='name'>{esc(name)}</td>")
-        parts.append(_cell(src, assets / "inputs" / src.name, out.parent, thumb_size, caption=""))
+        # full-size copies keep the relative paths, so that same-named files of subfolders never clash
+        parts.append(_cell(src, assets / "inputs" / f"{name}{src.suffix}", out.parent, thumb_size, caption=""))
         for m in methods:
             path = m.outputs.get(name)
             if path is None:
@@ -178,7 +179,7 @@ def write_html_report(
                 continue
             scores = m.result.per_image.get(name, {})
             caption = " ".join(f"{METRICS[k].label} {scores[k]:.3f}" for k in ("ssim", "lpips") if k in scores)
-            parts.append(_cell(path, assets / dirs[m.name] / path.name, out.parent, thumb_size, caption=caption))
+            parts.append(_cell(path, assets / dirs[m.name] / f"{name}{path.suffix}", out.parent, thumb_size, caption=caption))
         parts.append("</tr>")
     parts.append("</table></body></html>")
     atomic_write_text(out, "\n".join(parts))
