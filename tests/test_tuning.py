@@ -196,3 +196,17 @@ def test_gemm_weight_gradients_in_the_trainer(tiny_data: Path, tmp_path: Path, m
     # and fake fused), with one eligible conv (4x4, 32->64; the 64->1 output conv is too thin): 2.
     assert len(calls) == 16 + 2
     assert sorted(tuple(k) for k in set(calls)) == [(3, 3), (4, 4)]
+
+
+def test_tune_command_lists_every_setting_and_marks_the_choice(probing: list[list[str]]) -> None:
+    from typer.testing import CliRunner
+
+    from brushwork.cli import app
+
+    result = CliRunner().invoke(app, ["tune"])
+    assert result.exit_code == 0, result.output
+    assert f"* {GEMM.name}" in result.output  # training: the fake timings make GEMM gradients fastest
+    assert "* fp32 + channels_last " in result.output and "not competitive" in result.output
+    assert len(probing) == 2
+    assert CliRunner().invoke(app, ["tune"]).exit_code == 0 and len(probing) == 2  # cached
+    assert CliRunner().invoke(app, ["tune", "--fresh"]).exit_code == 0 and len(probing) == 4

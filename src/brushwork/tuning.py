@@ -180,13 +180,20 @@ def _cache_file(key: dict[str, str]) -> Path:
     return cache_dir("speed", f"{key['workload']}-{digest}.json")
 
 
-def _probe_timings(workload: Workload, candidates: Sequence[SpeedSetting]) -> tuple[dict[str, float], str, bool]:
+def probe(workload: Workload, *, fresh: bool = False) -> tuple[dict[str, float], SpeedSetting, Path]:
+    """Every candidate's probe time (cached unless ``fresh``), the one auto settings choose, the cache file."""
+    candidates = CANDIDATES[workload]
+    timings, _, _ = _probe_timings(workload, candidates, fresh=fresh)
+    return {c.name: timings[c.name] for c in candidates}, _pick(candidates, timings), _cache_file(machine_key(workload))
+
+
+def _probe_timings(workload: Workload, candidates: Sequence[SpeedSetting], *, fresh: bool = False) -> tuple[dict[str, float], str, bool]:
     key = machine_key(workload)
     path = _cache_file(key)
     stored: dict[str, float] = {}
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
         record = json.loads(path.read_text())
-        if record.get("key") == key:
+        if record.get("key") == key and not fresh:
             stored = {str(k): float(v) for k, v in record["seconds"].items()}
     missing = [c for c in candidates if c.name not in stored]
     if not missing:
