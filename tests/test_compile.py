@@ -43,6 +43,10 @@ def test_auto_compiles_long_runs_only_when_a_compiler_is_present(monkeypatch: py
     monkeypatch.setattr(compiling.shutil, "which", lambda name: "/usr/bin/g++" if name == "g++" else None)
     plan = plan_compile("auto", CPU, 10**6)
     assert plan.enabled and plan.fall_back
+    assert plan_compile("auto", CPU, 10**6, eager_precision="bf16").enabled
+    plan = plan_compile("auto", CPU, 10**6, eager_precision="fp32")
+    assert not plan.enabled and "fastest eager setting on this CPU is fp32" in plan.reason
+    assert plan_compile(True, CPU, 10**6, eager_precision="fp32").enabled  # asked for: compiled anyway
 
 
 class _SeesNetworks:
@@ -95,7 +99,8 @@ def test_auto_falls_back_to_eager_when_compiling_fails(tiny_data: Path, tmp_path
     monkeypatch.setattr(compiling, "BACKEND", _failing_backend)
     monkeypatch.setattr(compiling, "missing_toolchain", lambda device: None)
     torch._dynamo.reset()  # dynamo remembers code it could not compile; start and end clean
-    overrides = tiny_overrides(tiny_data, tmp_path / "run") | {"optim": {"max_steps": AUTO_MIN_STEPS}}
+    # bf16: auto compiles only where the fastest eager setting is reduced precision (on fp32 CPUs eager wins)
+    overrides = tiny_overrides(tiny_data, tmp_path / "run", precision="bf16") | {"optim": {"max_steps": AUTO_MIN_STEPS}}
     torch.manual_seed(0)
     trainer = Trainer(build_method(cfg := resolve_train_config(overrides=overrides)), cfg, None, device=CPU)
     batch = {k: torch.rand(1, 3, 32, 32) * 2 - 1 for k in ("A", "B")}

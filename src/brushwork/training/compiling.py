@@ -59,8 +59,13 @@ def missing_toolchain(device: torch.device) -> str | None:
     return f"torch.compile is not used on {device.type} devices"
 
 
-def plan_compile(setting: bool | str, device: torch.device, total_steps: int) -> CompilePlan:
-    """Decide for ``run.compile`` = ``setting`` on ``device`` for a run of ``total_steps`` iterations."""
+def plan_compile(setting: bool | str, device: torch.device, total_steps: int, *, eager_precision: str | None = None) -> CompilePlan:
+    """Decide for ``run.compile`` = ``setting`` on ``device`` for a run of ``total_steps`` iterations.
+
+    ``eager_precision`` is the precision of the fastest eager setting (brushwork.tuning). On a
+    CPU where that is fp32 (no fast bf16: AVX2 CPUs), compiled NCHW graphs were measured slower
+    than eager channels_last with GEMM weight gradients (docs/benchmarks.md), so auto stays eager.
+    """
     if setting is False:
         return CompilePlan(False, "off (--no-compile)", fall_back=False)
     if setting is True:
@@ -68,6 +73,9 @@ def plan_compile(setting: bool | str, device: torch.device, total_steps: int) ->
     if total_steps < AUTO_MIN_STEPS:
         return CompilePlan(False, f"off: {total_steps} iterations is too short to pay back compiling "
                                   f"(auto compiles runs of {AUTO_MIN_STEPS} or more)", fall_back=True)  # fmt: skip
+    if device.type == "cpu" and eager_precision == "fp32":
+        return CompilePlan(False, "off: the fastest eager setting on this CPU is fp32, which compiled graphs "
+                                  "do not beat (docs/benchmarks.md)", fall_back=True)  # fmt: skip
     missing = missing_toolchain(device)
     if missing:
         return CompilePlan(False, f"off: {missing}", fall_back=True)

@@ -165,17 +165,19 @@ class Trainer:
         """
         if self.compile_plan is None:
             run = self.config.run
-            plan = self.compile_plan = plan_compile(run.compile, self.device, steps_left)
             if resumed is not None and self._auto_speed():
-                self.speed = SpeedSetting(**resumed)
-                reason = "as the checkpoint was trained"
+                self.speed, reason = SpeedSetting(**resumed), "as the checkpoint was trained"
+                plan = plan_compile(run.compile, self.device, steps_left, eager_precision=self.speed.precision)
             else:
-                channels_last, gemm = run.channels_last, run.gemm_weight_grad
-                if plan.enabled and self.device.type == "cpu":
-                    channels_last = False if channels_last is None else channels_last
-                    gemm = False
-                choice = choose_speed("train", self.device, precision=run.precision, channels_last=channels_last, gemm=gemm)
+                choice = choose_speed("train", self.device, precision=run.precision, channels_last=run.channels_last,
+                                      gemm=run.gemm_weight_grad)  # fmt: skip
+                plan = plan_compile(run.compile, self.device, steps_left, eager_precision=choice.setting.precision)
+                if plan.enabled and self.device.type == "cpu" and choice.setting != SpeedSetting(choice.setting.precision, False):
+                    # compiled graphs: NCHW (unless asked otherwise) and torch's own conv kernels
+                    layout = False if run.channels_last is None else run.channels_last
+                    choice = choose_speed("train", self.device, precision=choice.setting.precision, channels_last=layout, gemm=False)
                 self.speed, reason = choice.setting, choice.reason
+            self.compile_plan = plan
             log.info("speed setting: %s (%s)", self.speed.name, reason)
             self.autocast_dtype = self.speed.dtype
             self.memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
