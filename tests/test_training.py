@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,11 @@ from brushwork.training import checkpoint as ckpt
 from brushwork.training.logger import read_log
 from brushwork.training.run import run_training
 from brushwork.training.trainer import RunFolderError, Trainer
+from tests._inference_helpers import cli_fixture
 from tests.conftest import REPO, tiny_overrides
+
+CLI = Callable[[list[str]], tuple[int, str, str]]
+_ = cli_fixture  # the `cli` fixture: the console entry point run in-process
 
 
 def make_trainer(data: Path, out: Path, **overrides: object) -> Trainer:
@@ -278,3 +284,36 @@ def test_resuming_in_another_layout_gives_optimiser_state_that_layout(tiny_data:
     moments = saved.optimizers["generators"].state[conv]["exp_avg"]
     same = dict(zip(saved.optimizers["generators"].param_groups[0]["params"], nchw.optimizers["generators"].param_groups[0]["params"], strict=True))[conv]
     torch.testing.assert_close(nchw.optimizers["generators"].state[same]["exp_avg"], moments, rtol=0, atol=0)
+
+
+def _command_flags(command: str) -> set[str]:
+    """The long option names of ``brushwork COMMAND``, as typer builds them."""
+    import typer.main
+
+    from brushwork.cli import app
+
+    params = typer.main.get_command(app).commands[command].params  # type: ignore[attr-defined]
+    return {opt for p in params for opt in (*p.opts, *p.secondary_opts) if opt.startswith("--")}
+
+
+def test_checkpoint_errors_name_real_flags_of_each_command(tiny_data: Path, tmp_path: Path, cli: CLI) -> None:
+    """A corrupt or missing checkpoint is reported by train, export and stylize alike: any flag it advises exists there."""
+    run = tmp_path / "run"
+    resolve_train_config(overrides=tiny_overrides(tiny_data, run)).save(run / "config.yaml")
+    (run / "checkpoints").mkdir()
+    (tmp_path / "in.png").write_bytes((tiny_data / "testA" / "img_000.png").read_bytes())
+    commands = {
+        "train": ["train", "--out", str(run), "--resume"],
+        "export": ["export", str(run)],
+        "stylize": ["stylize", str(tmp_path / "in.png"), "--model", str(run), "--direction", "AtoB", "--out", str(tmp_path / "o")],
+    }
+    for state, expected in (("missing", "no checkpoint in"), ("corrupt", "is corrupt or truncated")):
+        if state == "corrupt":
+            ckpt.checkpoint_path(run, 5).write_bytes(b"PK\x03\x04 not really a zip file")
+        for command, args in commands.items():
+            code, out, err = cli(args)
+            assert code == 2 and expected in err and "Traceback" not in out + err, (command, err)
+            named = set(re.findall(r"--[a-z][a-z-]*", err))
+            assert named <= _command_flags(command), (command, err)
+    _, _, err = cli(commands["train"])
+    assert "--resume-from" in err  # the way to pick an older checkpoint

@@ -300,7 +300,7 @@ class Trainer:
         state = None
         if self.resume is not None:
             resumed_from = find_resume_checkpoint(self.run_dir, self.resume)
-            state = load_checkpoint(resumed_from, map_location=self.device)
+            state = load_checkpoint(resumed_from, map_location=self.device, pick_flag="--resume-from")
         plan = self._prepare_speed(self.total_steps - int(state["step"] if state else 0))
         log.info("torch.compile %s; %s layout", plan.reason, "channels_last" if self.memory_format == torch.channels_last else "NCHW")
         if state is not None:
