@@ -317,3 +317,20 @@ def test_checkpoint_errors_name_real_flags_of_each_command(tiny_data: Path, tmp_
             assert named <= _command_flags(command), (command, err)
     _, _, err = cli(commands["train"])
     assert "--resume-from" in err  # the way to pick an older checkpoint
+
+
+def test_temporaries_of_killed_writes_are_removed_when_a_run_starts(tiny_data: Path, tmp_path: Path) -> None:
+    """SIGKILL mid-save leaves a `.step_*.pt.*.tmp` (or a release's temporary folder); the next start removes it."""
+    out = tmp_path / "run"
+    cfg = resolve_train_config(overrides=tiny_overrides(tiny_data, out) | {"optim": {"max_steps": 2}})
+    run_training(cfg)
+    stale = [out / "checkpoints" / ".step_00000003.pt.k1ll3d.tmp", out / "release" / ".AtoB.k1ll3d.tmp" / "new" / "config.json"]
+    keep = [out / "checkpoints" / "notes.tmp", out / "checkpoints" / ".notes.txt.x.tmp", out / "release" / "AtoB" / "config.json"]
+    for path in stale + keep[:2]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"left behind")
+    resumed = resolve_train_config(overrides=tiny_overrides(tiny_data, out) | {"optim": {"max_steps": 3}})
+    assert run_training(resumed, resume="latest").step == 3
+    assert not stale[0].exists() and not (out / "release" / ".AtoB.k1ll3d.tmp").exists()
+    assert all(p.exists() for p in keep)
+    assert sorted(p.name for p in (out / "release").iterdir()) == ["AtoB", "BtoA"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from brushwork.utils.files import atomic_path
+from brushwork.utils.files import atomic_path, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,14 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def remove_interrupted_saves(run_dir: Path) -> list[Path]:
+    """Delete the temporary files (``.step_*.pt.*.tmp``) of checkpoint saves that were killed.
+
+    Call only while this run saves nothing, e.g. when it starts: a live save's file looks the same.
+    """
+    return remove_stale_temps(run_dir / CHECKPOINT_DIR, "step_*.pt")
 
 
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], *, keep: int) -> Path:

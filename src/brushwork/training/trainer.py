@@ -34,6 +34,7 @@ from brushwork.training.checkpoint import (
     find_resume_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    remove_interrupted_saves,
     save_checkpoint,
 )
 from brushwork.training.compiling import CompilePlan, compile_errors, compile_network, plan_compile
@@ -41,6 +42,7 @@ from brushwork.training.logger import MetricLogger
 from brushwork.training.samples import save_sample_grid
 from brushwork.training.schedulers import Scheduler, build_scheduler, step_scheduler
 from brushwork.utils.device import resolve_precision
+from brushwork.utils.files import remove_stale_temps
 from brushwork.utils.seed import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -292,6 +294,14 @@ class Trainer:
                 "or choose another --out"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Nothing of this run is being written yet, so any temporary here is from a killed write.
+        stale = remove_interrupted_saves(self.run_dir) + remove_stale_temps(self.release_dir)
+        if stale:
+            log.info("removed %d temporary file(s) of interrupted writes: %s", len(stale), ", ".join(p.name for p in stale))
+
+    @property
+    def release_dir(self) -> Path:
+        return self.run_dir / "release"
 
     def fit(self) -> TrainResult:
         skipped = len(self._data.skipped)
@@ -399,7 +409,7 @@ class Trainer:
 
     def export(self) -> dict[str, Path]:
         """Write every releasable generator as ``RUN/release/<direction>/``."""
-        return export_releases(self.method, self.config, self.run_dir / "release", step=self.step, run_dir=self.run_dir)
+        return export_releases(self.method, self.config, self.release_dir, step=self.step, run_dir=self.run_dir)
 
 
 def export_releases(
