@@ -14,7 +14,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -413,9 +413,13 @@ class Trainer:
 
 
 def export_releases(
-    method: Method, config: TrainConfig, out_root: Path, *, step: int, run_dir: Path, directions: Collection[str] | None = None
+    method: Method, config: TrainConfig, out_root: Path, *, step: int, run_dir: Path, directions: Collection[str] | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Write ``out_root/<direction>/`` for every generator the method releases (or those in ``directions``)."""
+    """Write ``out_root/<direction>/`` for every generator the method releases (or those in ``directions``).
+
+    ``extra_files`` (name -> text) are written into each folder with the release, atomically.
+    """
     out: dict[str, Path] = {}
     for direction, spec in method.release_specs().items():
         if directions is not None and direction not in directions:
@@ -430,7 +434,7 @@ def export_releases(
             provenance={"method": config.method, "step": step, "run": str(run_dir), "data": config.data.root
                         or f"{config.data.dir_a} | {config.data.dir_b}"},
         )
-        out[direction] = save_release(net, out_root / direction, release)
+        out[direction] = save_release(net, out_root / direction, release, extra_files=extra_files)
     return out
 
 
