@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import signal
@@ -15,13 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from brushwork.config import resolve_train_config
+from brushwork.config import OptimConfig, resolve_train_config
 from brushwork.data.builders import build_unpaired
 from brushwork.methods import build_method
 from brushwork.methods.pool import ImagePool
 from brushwork.training import checkpoint as ckpt
 from brushwork.training.logger import read_log
 from brushwork.training.run import run_training
+from brushwork.training.schedulers import build_scheduler, step_scheduler
 from brushwork.training.trainer import RunFolderError, Trainer
 from tests._inference_helpers import cli_fixture
 from tests.conftest import REPO, tiny_overrides
@@ -112,24 +114,71 @@ def test_image_pool() -> None:
     assert 70 < returned_old < 130  # about half the time an older image comes back
 
 
-def test_linear_schedule_matches_reference(tiny_data: Path, tmp_path: Path) -> None:
-    trainer = make_trainer(tiny_data, tmp_path / "run", optim__epochs=2, optim__epochs_decay=2)
-    sched = trainer.schedulers["generators"]
+LR = 2e-4
+# The learning rate of epoch e = 0..6 as a factor of optim.lr, stepped once per epoch as in the
+# reference: epochs 3 (constant) + epochs_decay 4, and x0.1 every lr_decay_epochs 2 for `step`.
+EPOCH_FACTORS = {
+    "linear": [1, 1, 1, 4 / 5, 3 / 5, 2 / 5, 1 / 5],  # 1 - max(0, e + 1 - 3) / (4 + 1)
+    "step": [1, 1, 0.1, 0.1, 0.01, 0.01, 0.001],
+    "cosine": [(1 + math.cos(math.pi * e / 7)) / 2 for e in range(7)],  # annealed to 0 over 3 + 4 epochs
+    "constant": [1] * 7,
+}
+# Each of <= 2000 multiplicative updates (StepLR, CosineAnnealingLR) adds ~1 ulp (1.1e-16) of relative error.
+REL = 1e-12
+
+
+def _scheduled_lrs(cfg: OptimConfig, count: int, losses: list[float] | None = None) -> list[float]:
+    """The learning rate before each of ``count`` scheduler steps, driven as the trainer drives it."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    sched = build_scheduler(opt, cfg)
     lrs = []
-    for _ in range(4):
-        lrs.append(sched.get_last_lr()[0])
-        trainer.optimizers["generators"].step()  # no gradients: leaves the weights alone
-        sched.step()
-    assert lrs == pytest.approx([2e-4, 2e-4, 2e-4 * 2 / 3, 2e-4 / 3])
+    for i in range(count):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()  # no gradient: nothing moves, but the scheduler sees a stepped optimiser
+        step_scheduler(sched, losses[i] if losses else 0.0)
+    return lrs
 
 
-@pytest.mark.parametrize("policy", ["step", "cosine", "plateau", "constant"])
-def test_other_schedules_step(tiny_data: Path, tmp_path: Path, policy: str) -> None:
-    cfg = resolve_train_config(
-        overrides=tiny_overrides(tiny_data, tmp_path / policy, checkpoint_every=5) | {"optim": {"lr_policy": policy, "max_steps": 10, "epochs": 1, "epochs_decay": 1}}
-    )
-    result = run_training(cfg)
-    assert result.step == 10 and len(read_log(tmp_path / policy / "log.jsonl")) == 10
+@pytest.mark.parametrize("policy", sorted(EPOCH_FACTORS))
+def test_schedules_per_epoch_follow_their_formulas(policy: str) -> None:
+    cfg = OptimConfig(lr_policy=policy, epochs=3, epochs_decay=4, lr_decay_epochs=2)
+    assert _scheduled_lrs(cfg, 7) == pytest.approx([LR * f for f in EPOCH_FACTORS[policy]], rel=REL)
+
+
+def test_plateau_cuts_the_rate_after_five_epochs_without_a_one_percent_gain() -> None:
+    # 0.9 -> 0.895 gains only 0.56%: from epoch 2 on no epoch improves; the 6th such epoch (7) cuts x0.2, and so does 13.
+    losses = [1.0, 0.9] + [0.895] * 13
+    lrs = _scheduled_lrs(OptimConfig(lr_policy="plateau"), 15, losses)
+    assert lrs == pytest.approx([LR] * 8 + [LR * 0.2] * 6 + [LR * 0.04], rel=REL)
+    assert _scheduled_lrs(OptimConfig(lr_policy="plateau", max_steps=5), 15, losses) == lrs  # --steps: still per epoch
+
+
+def test_steps_2000_decays_over_the_run() -> None:
+    """The README's short CPU run: constant for 100/(100+100) of its 2000 iterations, then linear to ~0."""
+    lrs = _scheduled_lrs(OptimConfig(max_steps=2000), 2000)
+    assert lrs[:1000] == [LR] * 1000
+    assert lrs[1000:] == pytest.approx([LR * (1 - (i + 1 - 1000) / 1001) for i in range(1000, 2000)], rel=REL)
+    assert lrs[-1] == pytest.approx(LR / 1001, rel=REL)
+
+
+STEPS = 10  # tiny_data has 9 samples per epoch, so these runs cross an epoch end
+STRETCHED = {  # each shape over STEPS iterations (epochs 1 + 2: constant for the first 10 * 1 // 3 = 3)
+    "linear": [1 - max(0, i + 1 - 3) / (7 + 1) for i in range(STEPS)],
+    "step": [0.1 ** (i // 3) for i in range(STEPS)],  # lr_decay_epochs 1 of 3 epochs: every 10 * 1 // 3 iterations
+    "cosine": [(1 + math.cos(math.pi * i / STEPS)) / 2 for i in range(STEPS)],
+    "constant": [1] * STEPS,
+    "plateau": [1] * STEPS,  # per epoch still; its one epoch end only records the best loss
+}
+
+
+@pytest.mark.parametrize("policy", sorted(STRETCHED))
+def test_steps_stretch_each_schedule_over_the_run(tiny_data: Path, tmp_path: Path, policy: str) -> None:
+    """With --steps a schedule spans the run's iterations and is stepped per iteration; the log has each step's lr."""
+    optim = {"lr_policy": policy, "max_steps": STEPS, "epochs": 1, "epochs_decay": 2, "lr_decay_epochs": 1}
+    cfg = resolve_train_config(overrides=tiny_overrides(tiny_data, tmp_path / policy, checkpoint_every=5) | {"optim": optim})
+    assert run_training(cfg).step == STEPS
+    lrs = [r["lr"] for r in read_log(tmp_path / policy / "log.jsonl")]
+    assert lrs == pytest.approx([LR * f for f in STRETCHED[policy]], rel=REL)
 
 
 def test_run_writes_everything(tiny_data: Path, tmp_path: Path) -> None:

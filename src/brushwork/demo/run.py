@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +129,7 @@ def train_config(settings: DemoSettings, data_root: Path) -> TrainConfig:
         # unet_<crop>: its innermost level is 1x1 at the training crop (crop must be a power of 2 >= 32)
         model=ModelConfig(generator=f"unet_{settings.crop}", ngf=16, ndf=16, n_layers_d=2),
         objective=ObjectiveConfig(),
-        optim=OptimConfig(epochs=1, epochs_decay=1, max_steps=settings.steps),
+        optim=OptimConfig(epochs=1, epochs_decay=1, max_steps=settings.steps),  # lr constant, then decaying, half the steps each
         run=RunConfig(
             out=str(settings.out / "run"), seed=settings.seed, device=settings.device,
             sample_every=max(1, settings.steps // 4), checkpoint_every=max(1, settings.steps // 2),
@@ -157,9 +157,6 @@ def run_demo(settings: DemoSettings) -> tuple[DemoScores, Path]:
     data_root = settings.out / "data"
     tests = build_dataset(data_root, settings)
     config = train_config(settings, data_root)
-    # one epoch = crops_per_domain steps; decay over the second half of the run
-    epochs = max(1, settings.steps // (2 * settings.crops_per_domain))
-    config = replace(config, optim=replace(config.optim, epochs=epochs, epochs_decay=epochs))
     result = run_training(config)
     stylizer = Stylizer.from_pretrained(result.releases["AtoB"], device=settings.device)
 

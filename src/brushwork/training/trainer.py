@@ -40,7 +40,12 @@ from brushwork.training.checkpoint import (
 from brushwork.training.compiling import CompilePlan, compile_errors, compile_network, plan_compile
 from brushwork.training.logger import MetricLogger
 from brushwork.training.samples import save_sample_grid
-from brushwork.training.schedulers import Scheduler, build_scheduler, step_scheduler
+from brushwork.training.schedulers import (
+    Scheduler,
+    build_scheduler,
+    step_scheduler,
+    steps_per_iteration,
+)
 from brushwork.utils.device import resolve_precision
 from brushwork.utils.files import remove_stale_temps
 from brushwork.utils.seed import rng_state, set_rng_state
@@ -133,6 +138,7 @@ class Trainer:
         self.schedulers: dict[str, Scheduler] = {
             name: build_scheduler(opt, config.optim) for name, opt in self.optimizers.items()
         }
+        self.schedule_per_iteration = steps_per_iteration(config.optim)  # --steps: fit the schedule to the run
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
         self.step = 0
         self.epoch = 0
@@ -281,8 +287,9 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         mean = self._epoch_loss_sum / max(1, self._epoch_loss_count)
-        for sched in self.schedulers.values():
-            step_scheduler(sched, mean)
+        if not self.schedule_per_iteration:
+            for sched in self.schedulers.values():
+                step_scheduler(sched, mean)
         self.epoch += 1
         self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
 
@@ -330,8 +337,12 @@ class Trainer:
         try:
             with _StopRequest() as stop, progress:
                 for batch in self._batches():
+                    lr = self.optimizers[self.phases[0].name].param_groups[0]["lr"]  # the rate this step trains at
                     values = self.train_step(batch)
                     self.step += 1
+                    if self.schedule_per_iteration:  # before any checkpoint: its schedulers have seen self.step steps
+                        for sched in self.schedulers.values():
+                            sched.step()
                     window_steps += 1
                     total_loss = sum(values.values())
                     self._epoch_loss_sum += total_loss
@@ -341,7 +352,7 @@ class Trainer:
                         elapsed = time.perf_counter() - window_start
                         record = {
                             "epoch": self.epoch,
-                            "lr": self.optimizers[self.phases[0].name].param_groups[0]["lr"],
+                            "lr": lr,
                             **values,
                             "it_per_s": window_steps / elapsed if elapsed > 0 else None,
                         }
