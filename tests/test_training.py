@@ -19,6 +19,7 @@ import torch
 from brushwork.config import OptimConfig, resolve_train_config
 from brushwork.data.builders import build_unpaired
 from brushwork.methods import build_method
+from brushwork.methods.losses import GANLoss, gradient_penalty
 from brushwork.methods.pool import ImagePool
 from brushwork.training import checkpoint as ckpt
 from brushwork.training.logger import read_log
@@ -43,20 +44,30 @@ def make_trainer(data: Path, out: Path, **overrides: object) -> Trainer:
     return Trainer(method, cfg, build_unpaired(config=cfg.data, seed=0), device=torch.device("cpu"))
 
 
-def test_generator_loss_is_the_papers_objective(tiny_data: Path, tmp_path: Path) -> None:
-    trainer = make_trainer(tiny_data, tmp_path / "run")
+# The generator's adversarial term on D's output p in each mode: MSE to 1, -log sigmoid(p), -p.
+G_ADVERSARIAL = {
+    "lsgan": lambda p: ((p - 1) ** 2).mean(),
+    "vanilla": lambda p: torch.nn.functional.softplus(-p).mean(),
+    "wgangp": lambda p: -p.mean(),
+}
+
+
+@pytest.mark.parametrize("gan_mode", sorted(G_ADVERSARIAL))
+def test_generator_loss_is_the_papers_objective(tiny_data: Path, tmp_path: Path, gan_mode: str) -> None:
+    trainer = make_trainer(tiny_data, tmp_path / "run", objective__gan_mode=gan_mode)
     m = trainer.method
     G, F_, D_A, D_B = (m.networks[k] for k in ("G", "F", "D_A", "D_B"))
     torch.manual_seed(1)
     a, b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     total, parts = m.phase_loss("generators", {"A": a, "B": b}, {})
-    mse_to_1 = lambda p: ((p - 1) ** 2).mean()  # noqa: E731
+    adversarial = G_ADVERSARIAL[gan_mode]
     expected = (
-        mse_to_1(D_B(G(a))) + mse_to_1(D_A(F_(b)))
+        adversarial(D_B(G(a))) + adversarial(D_A(F_(b)))
         + 10 * (F_(G(a)) - a).abs().mean() + 10 * (G(F_(b)) - b).abs().mean()
         + 10 * 0.5 * (G(b) - b).abs().mean() + 10 * 0.5 * (F_(a) - a).abs().mean()
     )  # fmt: skip
     assert torch.allclose(total, expected, rtol=1e-5)
+    assert torch.allclose(parts["G_gan"], adversarial(D_B(G(a))), rtol=1e-5)
     assert set(parts) == {"G_gan", "F_gan", "cycle_A", "cycle_B", "idt_A", "idt_B"}
 
 
@@ -91,6 +102,74 @@ def test_discriminators_are_frozen_while_generators_train(tiny_data: Path, tmp_p
     for name, net in trainer.method.networks.items():
         assert any(not torch.equal(p0, p1) for p0, p1 in zip(before[name], net.parameters(), strict=True)), name
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+def _softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_gan_loss_values_by_hand() -> None:
+    """Each mode on fixed predictions (float32 over 4 values: rel 1e-6 is some 8 ulps)."""
+    values = [-2.0, 0.0, 1.0, 3.0]
+    p = torch.tensor(values).reshape(2, 2)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    expected = {
+        ("lsgan", True): mean([(v - 1) ** 2 for v in values]), ("lsgan", False): mean([v**2 for v in values]),
+        ("vanilla", True): mean([_softplus(-v) for v in values]),  # -log sigmoid(v)
+        ("vanilla", False): mean([_softplus(v) for v in values]),  # -log(1 - sigmoid(v))
+        ("wgangp", True): -mean(values), ("wgangp", False): mean(values),
+    }  # fmt: skip
+    for (mode, real), value in expected.items():
+        assert GANLoss(mode)(p, real).item() == pytest.approx(value, rel=1e-6), (mode, real)
+    assert GANLoss("vanilla")(p.bfloat16(), True).dtype == torch.float32  # exact under mixed precision
+
+
+class _LinearCritic(torch.nn.Module):
+    """D(x) = sum(w * x) per sample: its gradient is w everywhere, so ||grad|| = ||w|| by hand."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.full((1, 3, 2, 2), weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.w * x).sum(dim=(1, 2, 3), keepdim=True)
+
+
+class _QuadraticCritic(torch.nn.Module):
+    """D(x) = |x|^2 / 2 per sample: its gradient is x itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (x**2).sum(dim=(1, 2, 3), keepdim=True)
+
+
+def test_gradient_penalty_by_hand() -> None:
+    real, fake = torch.ones(2, 3, 2, 2), torch.zeros(2, 3, 2, 2)
+    torch.manual_seed(0)
+    alpha = torch.rand(2).tolist()  # the interpolation weights gradient_penalty draws after this seed
+    torch.manual_seed(0)
+    gp = gradient_penalty(_QuadraticCritic(), real, fake)
+    # x_hat = alpha * 1 + (1 - alpha) * 0, so ||grad|| = alpha * sqrt(12)
+    assert gp.item() == pytest.approx(sum((a * math.sqrt(12) - 1) ** 2 for a in alpha) / 2, rel=1e-6)
+    assert gradient_penalty(_LinearCritic(0.5), real, fake).item() == pytest.approx((0.5 * math.sqrt(12) - 1) ** 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("gan_mode", ["vanilla", "wgangp"])
+def test_discriminator_loss_by_hand(tiny_data: Path, tmp_path: Path, gan_mode: str) -> None:
+    """Linear critics on constant images: D(real), D(fake) and the gradient norm are sums done by hand."""
+    m = make_trainer(tiny_data, tmp_path / "run", objective__gan_mode=gan_mode, objective__pool_size=0).method
+    m.networks["D_B"], m.networks["D_A"] = _LinearCritic(0.1), _LinearCritic(-0.2)
+    batch = {"A": torch.full((1, 3, 2, 2), 0.2), "B": torch.full((1, 3, 2, 2), 0.5)}
+    ctx = {"fake_a": torch.full((1, 3, 2, 2), 0.4), "fake_b": torch.full((1, 3, 2, 2), -0.25)}
+    total, parts = m.phase_loss("discriminators", batch, ctx)
+    # D_B(b) = 0.1 * 0.5 * 12 = 0.6, D_B(G(a)) = 0.1 * -0.25 * 12 = -0.3; D_A(a) = -0.48, D_A(F(b)) = -0.96
+    if gan_mode == "vanilla":
+        d_b, d_a, gp = 0.5 * (_softplus(-0.6) + _softplus(-0.3)), 0.5 * (_softplus(0.48) + _softplus(-0.96)), None
+    else:  # critic: -D(real) + D(fake), halved, plus lambda_gp 10 * (||w|| - 1)^2 with ||w|| = |w| * sqrt(12)
+        gp_b, gp_a = 10 * (0.1 * math.sqrt(12) - 1) ** 2, 10 * (0.2 * math.sqrt(12) - 1) ** 2
+        d_b, d_a, gp = 0.5 * (-0.6 - 0.3) + gp_b, 0.5 * (0.48 - 0.96) + gp_a, gp_b + gp_a
+    assert parts["D_B"].item() == pytest.approx(d_b, rel=1e-6) and parts["D_A"].item() == pytest.approx(d_a, rel=1e-6)
+    assert total.item() == pytest.approx(d_a + d_b, rel=1e-6)
+    assert (parts["gp"].item() == pytest.approx(gp, rel=1e-6)) if gp is not None else "gp" not in parts
 
 
 @pytest.mark.parametrize("gan_mode", ["vanilla", "wgangp"])
