@@ -27,7 +27,7 @@ from brushwork.training.run import run_training
 from brushwork.training.schedulers import build_scheduler, step_scheduler
 from brushwork.training.trainer import RunFolderError, Trainer
 from tests._inference_helpers import cli_fixture
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO, tiny_overrides, write_tiny_data
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture  # the `cli` fixture: the console entry point run in-process
@@ -279,10 +279,12 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "brushwork", *args]
 
 
-def _train_args(data: Path, out: Path, steps: int) -> list[str]:
+def _train_args(data: Path, out: Path, steps: int, workers: int | None = 0) -> list[str]:
+    """A tiny run; ``workers=None`` keeps the default number of loader processes (2)."""
     return [
         "train", "--data", str(data), "--out", str(out), "--steps", str(steps), "--crop-size", "32",
-        "--load-size", "36", "--generator", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--workers", "0",
+        "--load-size", "36", "--generator", "resnet_2blocks", "--ngf", "8", "--ndf", "8",
+        *([] if workers is None else ["--workers", str(workers)]),
         "--log-every", "1", "--checkpoint-every", "5", "--sample-every", "1000", "--epochs", "1",
         "--epochs-decay", "2", "--no-progress", "--no-tensorboard",
     ]  # fmt: skip
@@ -295,30 +297,70 @@ def _losses(path: Path) -> list[dict[str, object]]:
     return [{k: v for k, v in r.items() if k != "it_per_s"} for r in read_log(path)]
 
 
-def test_sigkill_and_resume_gives_identical_losses(tiny_data: Path, tmp_path: Path) -> None:
-    """A run killed with SIGKILL mid-training and resumed logs exactly the uninterrupted run's losses."""
-    steps = 24  # 9 samples per epoch: the run crosses epoch boundaries and a learning-rate decay
-    subprocess.run(_cli(*_train_args(tiny_data, tmp_path / "whole", steps)), check=True, env=ENV, capture_output=True)
+RESUME_STEPS = 24  # 9 samples per epoch: the run crosses epoch boundaries and a learning-rate decay
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*_train_args(tiny_data, killed, steps)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, object]]]:
+    """tiny_data and the losses of an uninterrupted run on it (default loader workers), shared by the resume tests."""
+    root = tmp_path_factory.mktemp("resume")
+    data = write_tiny_data(root / "data")
+    subprocess.run(_cli(*_train_args(data, root / "whole", RESUME_STEPS, None)), check=True, env=ENV, capture_output=True)
+    whole = _losses(root / "whole" / "log.jsonl")
+    assert len(whole) == RESUME_STEPS
+    return data, whole
+
+
+def _wait_for(proc: subprocess.Popen[str] | subprocess.Popen[bytes], done: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 120
-    while not (killed / "checkpoints" / "step_00000010.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+    while not done():
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be stopped"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("workers", [0, None], ids=["no-workers", "default-workers"])
+def test_sigkill_and_resume_gives_identical_losses(uninterrupted: tuple[Path, list[dict[str, object]]], tmp_path: Path,
+                                                   workers: int | None) -> None:
+    """A run killed with SIGKILL mid-training and resumed logs exactly the uninterrupted run's losses.
+
+    That run used the default 2 loader workers: with none the numbers must be the same too.
+    """
+    tiny_data, whole = uninterrupted
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*_train_args(tiny_data, killed, RESUME_STEPS, workers)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(proc, (killed / "checkpoints" / "step_00000010.pt").exists)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert ckpt.list_checkpoints(killed)[-1].name != f"step_{steps:08d}.pt"
+    assert ckpt.list_checkpoints(killed)[-1].name != f"step_{RESUME_STEPS:08d}.pt"
 
-    subprocess.run(_cli(*_train_args(tiny_data, killed, steps), "--resume"), check=True, env=ENV, capture_output=True)
-    whole, resumed = _losses(tmp_path / "whole" / "log.jsonl"), _losses(killed / "log.jsonl")
-    assert len(whole) == steps
-    assert resumed == whole
+    subprocess.run(_cli(*_train_args(tiny_data, killed, RESUME_STEPS, workers), "--resume"), check=True, env=ENV, capture_output=True)
+    assert _losses(killed / "log.jsonl") == whole
+
+
+def test_sigterm_saves_exits_130_and_resumes_to_identical_losses(uninterrupted: tuple[Path, list[dict[str, object]]],
+                                                                 tmp_path: Path) -> None:
+    """SIGTERM (default loader workers) finishes the step, saves it, exits 130; --resume ends as if never stopped."""
+    tiny_data, whole = uninterrupted
+    stopped = tmp_path / "stopped"
+    args = _train_args(tiny_data, stopped, RESUME_STEPS, None)
+    proc = subprocess.Popen(_cli(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = stopped / "log.jsonl"
+    _wait_for(proc, lambda: log.exists() and len(log.read_text().splitlines()) >= 2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    step = int(torch.load(ckpt.list_checkpoints(stopped)[-1], weights_only=False)["step"])
+    assert 2 <= step < RESUME_STEPS and f"stopped at step {step}" in output
+    assert _losses(log) == whole[:step]
+
+    subprocess.run(_cli(*args, "--resume"), check=True, env=ENV, capture_output=True)
+    assert _losses(log) == whole
 
 
 def test_ctrl_c_saves_a_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cli(*_train_args(tiny_data, out, 100000)), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # --no-compile: auto would compile so long a run, and compiling can outlast the wait below
+    proc = subprocess.Popen(_cli(*_train_args(tiny_data, out, 100000), "--no-compile"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not (out / "log.jsonl").exists() or len((out / "log.jsonl").read_text().splitlines()) < 3:
         assert proc.poll() is None and time.monotonic() < deadline
