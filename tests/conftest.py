@@ -50,15 +50,19 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (40, 36), see
     return paths
 
 
-@pytest.fixture
-def tiny_data(tmp_path: Path) -> Path:
+def write_tiny_data(root: Path) -> Path:
     """A two-domain data folder: trainA (6), trainB (9), testA (2), testB (2) small images."""
-    root = tmp_path / "data"
     write_images(root / "trainA", 6, seed=1)
     write_images(root / "trainB", 9, seed=2)
     write_images(root / "testA", 2, seed=3)
     write_images(root / "testB", 2, seed=4)
     return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """:func:`write_tiny_data` in a fresh temporary folder."""
+    return write_tiny_data(tmp_path / "data")
 
 
 def tiny_overrides(data: Path, out: Path, **run: object) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ from brushwork.config import (
     load_yaml,
     resolve_train_config,
 )
+from tests._inference_helpers import cli_fixture
+
+CLI = Callable[[list[str]], tuple[int, str, str]]
+_ = cli_fixture  # the `cli` fixture: the console entry point run in-process
 
 
 def test_defaults_are_the_reference_ones() -> None:
@@ -61,6 +66,8 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         ({"data": {"root": "d", "batch_size": "four"}}, r"data.batch_size must be an integer, got 'four'"),
         ({"data": {"root": "d"}, "objective": {"gan_mode": "hinge"}}, r"objective.gan_mode='hinge'"),
         ({}, r"give data.root"),
+        ({"data": {"root": "d"}, "model": {"in_channels": 1}}, r"model.in_channels=1 is not supported; expected 3 .*RGB"),
+        ({"data": {"root": "d"}, "model": {"out_channels": 4}}, r"model.out_channels=4 is not supported; expected 3 .*RGB"),
     ],
 )
 def test_bad_settings_name_the_key(overrides: dict[str, object], message: str) -> None:
@@ -77,3 +84,14 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
         resolve_train_config(config_file=bad)
     with pytest.raises(ConfigError, match="--set expects section.key=value"):
         resolve_train_config(overrides={"data": {"root": "d"}}, assignments=["optim.lr"])
+
+
+def test_channel_counts_other_than_rgb_are_one_line_cli_errors(tmp_path: Path, cli: CLI) -> None:
+    """Images are always read as RGB, so a 1-channel model cannot train: say so before anything runs."""
+    for setting in ("model.in_channels=1", "model.out_channels=1"):
+        code, out, err = cli(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--set", setting])
+        assert code == 2, err
+        assert "Traceback" not in out + err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and setting in lines[0] and "RGB" in lines[0], err
+        assert not (tmp_path / "run").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -11,11 +12,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
+from brushwork import release as release_module
 from brushwork.config import resolve_train_config
 from brushwork.data.transforms import pil_to_uint8, uint8_to_unit
-from brushwork.release import ReleaseError, load_release
+from brushwork.release import ReleaseError, load_release, save_release
 from brushwork.training.run import run_training
+from tests._inference_helpers import tiny_generator, tiny_release
 from tests.conftest import tiny_overrides, write_images
 from tests.test_training import ENV
 
@@ -97,3 +101,56 @@ def test_bad_release_folders(tmp_path: Path, trained_run: Path) -> None:
     (broken / "model.safetensors").write_bytes((trained_run / "release" / "AtoB" / "model.safetensors").read_bytes())
     with pytest.raises(ReleaseError, match="do not fit architecture"):
         load_release(broken)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("failing", ["weights", "config"])
+def test_failed_release_write_keeps_the_old_folder_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """A crash while writing either file leaves the previous release as it was, and nothing temporary."""
+    folder = tiny_release(tmp_path / "rel", seed=1)
+    old = _snapshot(folder)
+    net, config = tiny_generator(seed=2)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if failing == "weights":
+        def partial(tensors: object, filename: str, metadata: object = None) -> None:
+            Path(filename).write_bytes(b"partial")
+            full_disk()
+
+        monkeypatch.setattr(release_module, "save_file", partial)
+    else:  # the weights are written, then the config fails
+        monkeypatch.setattr(release_module.ReleaseConfig, "to_json", full_disk)
+    with pytest.raises(ReleaseError, match=f"cannot write release folder {folder}.*No space left"):
+        save_release(net, folder, config)
+    assert _snapshot(folder) == old
+    assert [p.name for p in tmp_path.iterdir()] == ["rel"]  # no temporary folder beside it
+    monkeypatch.undo()
+    load_release(folder)
+
+
+def test_release_folder_is_replaced_as_a_whole(tmp_path: Path) -> None:
+    folder = tiny_release(tmp_path / "rel", seed=1)
+    (folder / "config.json").unlink()  # an incomplete release from an older brushwork
+    tiny_release(folder, seed=2)
+    fresh = tiny_release(tmp_path / "fresh", seed=2)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert (folder / "config.json").read_text() == (fresh / "config.json").read_text()
+    weights, expected = load_file(folder / "model.safetensors"), load_file(fresh / "model.safetensors")
+    assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in weights)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "rel"]
+
+
+def test_release_never_replaces_a_folder_of_other_files(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    net, config = tiny_generator()
+    with pytest.raises(ReleaseError, match=f"{mine} holds notes.txt, which a release folder does not"):
+        save_release(net, mine, config)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]

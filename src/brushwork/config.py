@@ -109,9 +109,12 @@ class ModelConfig:
         _one_of("model.norm", self.norm, NORMS)
         _one_of("model.padding", self.padding, PADDINGS)
         _one_of("model.init_type", self.init_type, INIT_TYPES)
-        for name in ("ngf", "ndf", "n_layers_d", "in_channels", "out_channels"):
+        for name in ("ngf", "ndf", "n_layers_d"):
             value = getattr(self, name)
             _check(value >= 1, f"model.{name} must be >= 1, got {value}")
+        for name in ("in_channels", "out_channels"):  # kept as fields: release configs record them
+            value = getattr(self, name)
+            _check(value == 3, f"model.{name}={value} is not supported; expected 3 (training images are always read as RGB)")
         _check(self.init_gain > 0, f"model.init_gain must be positive, got {self.init_gain}")
 
     def generator_kwargs(self, *, in_channels: int | None = None, out_channels: int | None = None) -> dict[str, Any]:

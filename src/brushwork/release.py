@@ -11,6 +11,7 @@ A release folder rebuilds its generator with no training code and no training fl
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from torch import nn
 from brushwork import __version__
 from brushwork.nn.generators import build_generator, generator_multiple
 from brushwork.registry import RegistryError
-from brushwork.utils.files import atomic_path, atomic_write_text
+from brushwork.utils.files import atomic_dir
 
 FORMAT = "brushwork.generator"
 FORMAT_VERSION = 1
@@ -94,15 +95,28 @@ def build_from_architecture(arch: dict[str, Any], where: str = "architecture") -
         raise ReleaseError(f"{where}: cannot build generator {arch!r}: {exc}") from None
 
 
-def save_release(model: nn.Module, out_dir: Path, config: ReleaseConfig) -> Path:
-    """Write a release folder atomically (each file) and return it."""
+def save_release(model: nn.Module, out_dir: Path, config: ReleaseConfig, *, extra_files: Mapping[str, str] | None = None) -> Path:
+    """Write a release folder atomically as a whole and return it.
+
+    An existing release there is replaced (a reader sees the old files or the new ones, never new
+    weights with an old config); ``extra_files`` (name -> text, e.g. ``best.json``) go into the
+    same folder in the same step. A folder holding anything else is refused, so a mistyped
+    ``--out`` cannot delete a user's files.
+    """
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "brushwork_version": __version__}
+    extra = dict(extra_files or {})
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReleaseError(f"cannot write release folder {out_dir}: it is a file, expected a folder")
+    ours = {CONFIG_NAME, WEIGHTS_NAME, *extra}
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours) if out_dir.is_dir() else []
+    if foreign:
+        raise ReleaseError(f"{out_dir} holds {foreign[0]}, which a release folder does not; choose an empty or new folder")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
-        atomic_write_text(out_dir / CONFIG_NAME, config.to_json())
+        with atomic_dir(out_dir) as tmp:
+            save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=metadata)
+            for name, text in {CONFIG_NAME: config.to_json(), **extra}.items():
+                (tmp / name).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ReleaseError(f"cannot write release folder {out_dir} ({exc.strerror or exc})") from None
     return out_dir

@@ -2,16 +2,17 @@
 
 Domain A holds crops of the photographs that ship with scikit-image; domain B holds *other*
 crops of them rendered in the procedural "sepia wash" style, so the two sets are unpaired. After
-training, held-out photos (a photo never seen in training plus unseen regions of the others) are
-stylised with the exported A->B release model, and compared with their true stylisation
-(PSNR, SSIM) next to the do-nothing baseline (the photo itself).
+training, held-out photos (a photo never seen in training, and the bottom-centre square of each
+of the others, which no training crop touches) are stylised with the exported A->B release
+model, and compared with their true stylisation (PSNR, SSIM) next to the do-nothing baseline
+(the photo itself).
 """
 
 from __future__ import annotations
 
 import html
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,33 @@ def _photo(name: str, short_side: int = 256) -> Image.Image:
     return img.resize((max(short_side, round(w * scale)), max(short_side, round(h * scale))), Image.Resampling.BICUBIC)
 
 
+def _test_box(h: int, w: int, t: int) -> tuple[int, int]:
+    """Top-left corner of the held-out t x t square of an h x w photo: bottom centre."""
+    return h - t, (w - t) // 2
+
+
+def _random_crop_outside(h: int, w: int, size: int, box: tuple[int, int, int], gen: torch.Generator) -> tuple[int, int]:
+    """Top-left of a random size x size crop that shares no pixel with the square ``box`` (top, left, side)."""
+    top_box, left_box, t = box
+    if top_box < size:
+        raise ValueError(f"demo: a {t}-pixel held-out square leaves no room for {size}-pixel training crops in a {w}x{h} photo")
+    while True:  # at least the band above the square is free, so this ends
+        top = int(torch.randint(0, h - size + 1, (1,), generator=gen))
+        left = int(torch.randint(0, w - size + 1, (1,), generator=gen))
+        if top + size <= top_box or left + size <= left_box or left >= left_box + t:
+            return top, left
+
+
 def build_dataset(root: Path, settings: DemoSettings) -> list[Path]:
-    """Write trainA (photo crops), trainB (styled crops), testA; return the test photos."""
+    """Write trainA (photo crops), trainB (styled crops), testA; return the test photos.
+
+    No training crop touches a test image: HELD_OUT_PHOTOS are never cropped, and the crops of
+    TRAIN_PHOTOS avoid each one's held-out square.
+    """
     gen = torch.Generator().manual_seed(settings.seed)
     photos = {name: pil_to_uint8(_photo(name)) for name in TRAIN_PHOTOS}
     size = settings.crop + settings.crop // 8  # room for the training crop
+    t = settings.test_size
     for domain, styled in (("trainA", False), ("trainB", True)):
         folder = root / domain
         folder.mkdir(parents=True, exist_ok=True)
@@ -84,9 +107,7 @@ def build_dataset(root: Path, settings: DemoSettings) -> list[Path]:
             name = TRAIN_PHOTOS[i % len(TRAIN_PHOTOS)]
             img = photos[name]
             _, h, w = img.shape
-            train_h = int(h * 0.75)  # the bottom quarter of every photo is held out
-            top = int(torch.randint(0, train_h - size + 1, (1,), generator=gen))
-            left = int(torch.randint(0, w - size + 1, (1,), generator=gen))
+            top, left = _random_crop_outside(h, w, size, (*_test_box(h, w, t), t), gen)
             crop = img[:, top : top + size, left : left + size]
             if styled:
                 crop = sepia_wash(crop)
@@ -94,12 +115,11 @@ def build_dataset(root: Path, settings: DemoSettings) -> list[Path]:
     tests: list[Path] = []
     test_dir = root / "testA"
     test_dir.mkdir(parents=True, exist_ok=True)
-    t = settings.test_size
     for name in TRAIN_PHOTOS:
         img = photos[name]
         _, h, w = img.shape
-        crop = img[:, h - t :, (w - t) // 2 : (w - t) // 2 + t]
-        tests.append(_save_uint8(crop, test_dir / f"{name}_heldout.png"))
+        top, left = _test_box(h, w, t)
+        tests.append(_save_uint8(img[:, top : top + t, left : left + t], test_dir / f"{name}_heldout.png"))
     for name in HELD_OUT_PHOTOS:
         img = pil_to_uint8(_photo(name))
         _, h, w = img.shape
@@ -129,7 +149,7 @@ def train_config(settings: DemoSettings, data_root: Path) -> TrainConfig:
         # unet_<crop>: its innermost level is 1x1 at the training crop (crop must be a power of 2 >= 32)
         model=ModelConfig(generator=f"unet_{settings.crop}", ngf=16, ndf=16, n_layers_d=2),
         objective=ObjectiveConfig(),
-        optim=OptimConfig(epochs=1, epochs_decay=1, max_steps=settings.steps),
+        optim=OptimConfig(epochs=1, epochs_decay=1, max_steps=settings.steps),  # lr constant, then decaying, half the steps each
         run=RunConfig(
             out=str(settings.out / "run"), seed=settings.seed, device=settings.device,
             sample_every=max(1, settings.steps // 4), checkpoint_every=max(1, settings.steps // 2),
@@ -157,9 +177,6 @@ def run_demo(settings: DemoSettings) -> tuple[DemoScores, Path]:
     data_root = settings.out / "data"
     tests = build_dataset(data_root, settings)
     config = train_config(settings, data_root)
-    # one epoch = crops_per_domain steps; decay over the second half of the run
-    epochs = max(1, settings.steps // (2 * settings.crops_per_domain))
-    config = replace(config, optim=replace(config.optim, epochs=epochs, epochs_decay=epochs))
     result = run_training(config)
     stylizer = Stylizer.from_pretrained(result.releases["AtoB"], device=settings.device)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from brushwork.utils.files import atomic_path
+from brushwork.utils.files import atomic_path, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,14 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def remove_interrupted_saves(run_dir: Path) -> list[Path]:
+    """Delete the temporary files (``.step_*.pt.*.tmp``) of checkpoint saves that were killed.
+
+    Call only while this run saves nothing, e.g. when it starts: a live save's file looks the same.
+    """
+    return remove_stale_temps(run_dir / CHECKPOINT_DIR, "step_*.pt")
+
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], *, keep: int) -> Path:
     """Write ``state`` atomically, then delete all but the newest ``keep`` checkpoints.
 
@@ -52,7 +60,11 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], *, keep: in
     return path
 
 
-def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: torch.device | str = "cpu", *, pick_flag: str | None = None) -> dict[str, Any]:
+    """Load a training state; ``pick_flag`` is the calling command's flag for choosing another file.
+
+    Several commands read checkpoints (train, export, stylize), so the flag is theirs to name.
+    """
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -60,7 +72,8 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dic
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({exc}); nothing was changed. "
-            "Resume from an older checkpoint with --resume PATH, or delete this file"
+            + (f"Pick an older checkpoint with {pick_flag} PATH, or delete this file" if pick_flag
+               else "Delete this file to fall back on the previous checkpoint")
         ) from None
     if not isinstance(state, dict) or "format_version" not in state or "networks" not in state:
         raise CheckpointError(f"checkpoint {path} is not a brushwork training state")
@@ -78,5 +91,5 @@ def find_resume_checkpoint(run_dir: Path, resume: str | Path) -> Path:
         return Path(resume)
     found = list_checkpoints(run_dir)
     if not found:
-        raise CheckpointError(f"--resume: no checkpoint in {run_dir / CHECKPOINT_DIR}; nothing to resume")
+        raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}: the run has not saved one yet")
     return found[-1]

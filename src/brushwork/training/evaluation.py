@@ -26,7 +26,6 @@ from brushwork.metrics.evaluate import images_in
 from brushwork.metrics.features import FeatureCache, InceptionExtractor, InceptionFeatures
 from brushwork.metrics.scores import frechet_distance, kernel_inception_distance
 from brushwork.metrics.weights import find_inception_weights
-from brushwork.utils.files import atomic_write_json
 
 if TYPE_CHECKING:
     from brushwork.training.trainer import Trainer
@@ -132,10 +131,11 @@ class EvaluationHook:
             previous = self.best.get(direction)
             if previous is None or value < previous["value"]:
                 out_root = trainer.run_dir / "best"
-                export_releases(trainer.method, trainer.config, out_root, step=trainer.step, run_dir=trainer.run_dir, directions=[direction])
                 record = {"metric": self.metric, "value": value, "step": trainer.step, **scores,
                           "n_fake": len(fake), "n_real": len(real)}  # fmt: skip
-                atomic_write_json(out_root / direction / BEST_FILE, record)
+                # The record goes into the release folder with the weights: the two never disagree.
+                export_releases(trainer.method, trainer.config, out_root, step=trainer.step, run_dir=trainer.run_dir,
+                                directions=[direction], extra_files={BEST_FILE: json.dumps(record, indent=2) + "\n"})  # fmt: skip
                 self.best[direction] = record
                 log.info("step %d: new best %s %s = %.5g -> %s", trainer.step, direction, self.metric, value, out_root / direction)
             values[f"{direction}/best_{self.metric}"] = self.best[direction]["value"]

@@ -54,7 +54,7 @@ def export_run(run_dir: Path, *, checkpoint: Path | None = None, out: Path | Non
     """Export the release models of ``run_dir`` from ``checkpoint`` (default: the latest)."""
     config = load_run_config(run_dir)
     path = find_resume_checkpoint(run_dir, checkpoint or "latest")
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, pick_flag="--checkpoint")
     method = build_method(config)
     for name, net in method.networks.items():
         _unwrap(net).load_state_dict(state["networks"][name])

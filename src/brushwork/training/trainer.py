@@ -14,7 +14,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,13 +35,20 @@ from brushwork.training.checkpoint import (
     find_resume_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    remove_interrupted_saves,
     save_checkpoint,
 )
 from brushwork.training.compiling import CompilePlan, compile_errors, compile_network, plan_compile
 from brushwork.training.logger import MetricLogger
 from brushwork.training.samples import save_sample_grid
-from brushwork.training.schedulers import Scheduler, build_scheduler, step_scheduler
+from brushwork.training.schedulers import (
+    Scheduler,
+    build_scheduler,
+    step_scheduler,
+    steps_per_iteration,
+)
 from brushwork.tuning import SpeedSetting, check_precision, choose_speed
+from brushwork.utils.files import remove_stale_temps
 from brushwork.utils.seed import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -135,6 +142,7 @@ class Trainer:
         self.schedulers: dict[str, Scheduler] = {
             name: build_scheduler(opt, config.optim) for name, opt in self.optimizers.items()
         }
+        self.schedule_per_iteration = steps_per_iteration(config.optim)  # --steps: fit the schedule to the run
         # fp16 needs loss scaling: asked for, or CUDA's auto precision on a GPU without bf16.
         fp16 = config.run.precision == "fp16" or (
             config.run.precision == "auto" and device.type == "cuda" and not torch.cuda.is_bf16_supported()
@@ -306,8 +314,9 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         mean = self._epoch_loss_sum / max(1, self._epoch_loss_count)
-        for sched in self.schedulers.values():
-            step_scheduler(sched, mean)
+        if not self.schedule_per_iteration:
+            for sched in self.schedulers.values():
+                step_scheduler(sched, mean)
         self.epoch += 1
         self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
 
@@ -319,6 +328,14 @@ class Trainer:
                 "or choose another --out"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Nothing of this run is being written yet, so any temporary here is from a killed write.
+        stale = remove_interrupted_saves(self.run_dir) + remove_stale_temps(self.release_dir)
+        if stale:
+            log.info("removed %d temporary file(s) of interrupted writes: %s", len(stale), ", ".join(p.name for p in stale))
+
+    @property
+    def release_dir(self) -> Path:
+        return self.run_dir / "release"
 
     def fit(self) -> TrainResult:
         skipped = len(self._data.skipped)
@@ -327,7 +344,7 @@ class Trainer:
         state = None
         if self.resume is not None:
             resumed_from = find_resume_checkpoint(self.run_dir, self.resume)
-            state = load_checkpoint(resumed_from, map_location=self.device)
+            state = load_checkpoint(resumed_from, map_location=self.device, pick_flag="--resume-from")
         plan = self._prepare_speed(self.total_steps - int(state["step"] if state else 0), state.get("speed") if state else None)
         log.info("torch.compile %s; %s layout", plan.reason, "channels_last" if self.memory_format == torch.channels_last else "NCHW")
         if state is not None:
@@ -347,8 +364,12 @@ class Trainer:
         try:
             with _StopRequest() as stop, progress:
                 for batch in self._batches():
+                    lr = self.optimizers[self.phases[0].name].param_groups[0]["lr"]  # the rate this step trains at
                     values = self.train_step(batch)
                     self.step += 1
+                    if self.schedule_per_iteration:  # before any checkpoint: its schedulers have seen self.step steps
+                        for sched in self.schedulers.values():
+                            sched.step()
                     window_steps += 1
                     total_loss = sum(values.values())
                     self._epoch_loss_sum += total_loss
@@ -358,7 +379,7 @@ class Trainer:
                         elapsed = time.perf_counter() - window_start
                         record = {
                             "epoch": self.epoch,
-                            "lr": self.optimizers[self.phases[0].name].param_groups[0]["lr"],
+                            "lr": lr,
                             **values,
                             "it_per_s": window_steps / elapsed if elapsed > 0 else None,
                         }
@@ -426,13 +447,17 @@ class Trainer:
 
     def export(self) -> dict[str, Path]:
         """Write every releasable generator as ``RUN/release/<direction>/``."""
-        return export_releases(self.method, self.config, self.run_dir / "release", step=self.step, run_dir=self.run_dir)
+        return export_releases(self.method, self.config, self.release_dir, step=self.step, run_dir=self.run_dir)
 
 
 def export_releases(
-    method: Method, config: TrainConfig, out_root: Path, *, step: int, run_dir: Path, directions: Collection[str] | None = None
+    method: Method, config: TrainConfig, out_root: Path, *, step: int, run_dir: Path, directions: Collection[str] | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Write ``out_root/<direction>/`` for every generator the method releases (or those in ``directions``)."""
+    """Write ``out_root/<direction>/`` for every generator the method releases (or those in ``directions``).
+
+    ``extra_files`` (name -> text) are written into each folder with the release, atomically.
+    """
     out: dict[str, Path] = {}
     for direction, spec in method.release_specs().items():
         if directions is not None and direction not in directions:
@@ -447,7 +472,7 @@ def export_releases(
             provenance={"method": config.method, "step": step, "run": str(run_dir), "data": config.data.root
                         or f"{config.data.dir_a} | {config.data.dir_b}"},
         )
-        out[direction] = save_release(net, out_root / direction, release)
+        out[direction] = save_release(net, out_root / direction, release, extra_files=extra_files)
     return out
 
 
