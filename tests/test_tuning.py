@@ -118,7 +118,7 @@ def test_cuda_takes_bf16_for_training_and_fp16_for_inference(monkeypatch: pytest
 
 def test_real_measurement_runs_every_candidate_once_and_leaves_the_rng_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tuning, "_bf16_conv_ratio", lambda: 10.0)  # as on a CPU without bf16: not run
-    monkeypatch.setattr(tuning, "PROBE_SIZE", {"train": 8, "infer": 8})
+    monkeypatch.setattr(tuning, "PROBE_SHAPE", {"train": (1, 16), "infer": (1, 16)})
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)

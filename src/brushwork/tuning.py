@@ -5,8 +5,8 @@ channels_last are 3-5x faster than plain fp32; on an AVX2-only CPU bf16 is emula
 than fp32), channels_last alone is slower than NCHW, and only channels_last with GEMM weight
 gradients (:mod:`brushwork.nn.conv`) beats the plain path (docs/benchmarks.md). So the first
 time brushwork runs on a given CPU model, flag set, ISA limit, thread count and torch version,
-it times each candidate on a small resnet generator (about a second in all, forward and
-backward for training, forward for inference) and keeps the fastest; the plain setting wins
+it times each candidate on a resnet generator's layers at a reduced size (about ten seconds
+for training, forward and backward, and a few for inference, forward only) and keeps the fastest; the plain setting wins
 ties, so a default is never measurably slower than the plain path. The result is cached as JSON
 in ``$BRUSHWORK_CACHE/speed/`` and logged. Explicit settings (``--precision``,
 ``--channels-last``, ``run.gemm_weight_grad``) narrow the candidates or skip the probe;
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 Workload = Literal["train", "infer"]
 PROBE_ENV = "BRUSHWORK_SPEED_PROBE"
-PROBE_VERSION = 1  # bump when the probe's workload or candidates change: old cache files are ignored
+PROBE_VERSION = 2  # bump when the probe's workload or candidates change: old cache files are ignored
 #: A candidate must beat the plain setting by this fraction to be chosen (timer noise on a busy machine).
 MARGIN = 0.03
 
@@ -209,12 +209,12 @@ def _probe_timings(workload: Workload, candidates: Sequence[SpeedSetting], *, fr
 
 
 def measure(workload: Workload, candidates: Sequence[SpeedSetting], *, repeats: int = 3) -> dict[str, float]:
-    """Median seconds of one probe pass per candidate; rounds alternate between candidates.
+    """Least (weighted) seconds of one probe pass per candidate; rounds alternate between candidates.
 
     bf16 candidates are dropped first when a single bf16 convolution is more than twice as slow
     as fp32 (no native bf16: oneDNN emulates it, 10-30x slower), and any candidate whose warm-up
-    pass takes over three times the fastest one's keeps that warm-up time, so the probe stays
-    around a second even where some candidates are hopeless.
+    pass takes over three times the fastest one's keeps that warm-up time, so hopeless
+    candidates cost one pass.
     """
     times: dict[str, list[float]] = {}
     if any(c.precision == "bf16" for c in candidates):
@@ -222,10 +222,12 @@ def measure(workload: Workload, candidates: Sequence[SpeedSetting], *, repeats: 
         if ratio > 2:
             log.info("bf16 convolutions are %.1fx slower than fp32 on this CPU: bf16 not probed further", ratio)
             times.update({c.name: [math.inf] for c in candidates if c.precision == "bf16"})
-    runners = {c.name: _runner(workload, c) for c in candidates if c.name not in times}
+    runners = {c.name: _runner(workload, c) for c in candidates if c.name not in times}  # each returns its seconds
     warm = {}
     for name, run in runners.items():  # warm-up: oneDNN builds its kernels on the first call
-        warm[name] = _timed(run)
+        warm[name] = run()
+    for run in runners.values():  # and the allocator's pools fill on the first few
+        run()
     fastest = min(warm.values())
     for name, seconds in warm.items():
         if seconds > 3 * fastest:
@@ -235,8 +237,9 @@ def measure(workload: Workload, candidates: Sequence[SpeedSetting], *, repeats: 
             times[name] = []
     for _ in range(repeats):
         for name, run in runners.items():
-            times[name].append(_timed(run))
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            times[name].append(run())
+    # The fastest repeat: other load on the machine only ever adds time to a fixed computation.
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def _timed(fn: Callable[[], None]) -> float:
@@ -259,36 +262,60 @@ def _bf16_conv_ratio() -> float:
     return seconds["bf16"] / seconds["fp32"]
 
 
-#: Probe input: 256 channels (the residual blocks' width, where 88% of a resnet generator's
-#: FLOPs are) at 32 x 32 (training at crop 128) or 48 x 48 (inference at 192 px).
-PROBE_SIZE: dict[Workload, int] = {"train": 32, "infer": 48}
+#: The probe times one pass of a resnet_9blocks generator (ngf 64) on a small batch, in two
+#: parts: the encoder and decoder (the 7x7, stride-2 and transposed convolutions with their norms
+#: at full resolution) and two of the nine residual blocks (256 channels at a quarter of the
+#: side, where 88 % of the FLOPs are), counted 4.5 times. The blocks alone mislead: on an SSE4.1-only CPU
+#: channels_last won there and lost the whole training step (docs/benchmarks.md).
+#: Training: two images (CycleGAN runs each generator on two batches at once); inference: one,
+#: larger, as stylised images are.
+PROBE_SHAPE: dict[Workload, tuple[int, int]] = {"train": (2, 96), "infer": (1, 192)}
+BLOCK_WEIGHT = 9 / 2
 
 
-def _runner(workload: Workload, setting: SpeedSetting) -> Callable[[], None]:
-    """One forward (inference) or forward + backward (training) pass of two residual blocks."""
-    from brushwork.nn.generators import ResnetBlock
+def _runner(workload: Workload, setting: SpeedSetting) -> Callable[[], float]:
+    """One forward (inference) or forward + backward (training) pass, as described at PROBE_SHAPE."""
+    from brushwork.nn.generators import ResnetBlock, ResnetGenerator
 
     torch_state = torch.get_rng_state()
-    net = torch.nn.Sequential(*(ResnetBlock(256, norm="instance", padding="reflect", dropout=False) for _ in range(2)))
+    outer = ResnetGenerator(in_channels=3, out_channels=3, ngf=64, n_blocks=0)
+    blocks = torch.nn.Sequential(*(ResnetBlock(256, norm="instance", padding="reflect", dropout=False) for _ in range(2)))
     torch.set_rng_state(torch_state)  # probing must not move the caller's random stream
-    size = PROBE_SIZE[workload]
     layout = torch.channels_last if setting.channels_last else torch.contiguous_format
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 256, size, size, generator=gen).contiguous(memory_format=layout)
-    if workload == "infer":
-        net = net.eval().to(dtype=setting.dtype, memory_format=layout)
-        x = x.to(setting.dtype)
+    n, side = PROBE_SHAPE[workload]
+    parts = [
+        (outer, torch.rand(n, 3, side, side, generator=gen) * 2 - 1, 1.0),
+        (blocks, torch.randn(n, 256, side // 4, side // 4, generator=gen), BLOCK_WEIGHT),
+    ]
+    timed: list[tuple[Callable[[], None], float]] = []
+    for net, x, weight in parts:
+        x = x.contiguous(memory_format=layout)
+        if workload == "infer":
+            net = net.eval().to(dtype=setting.dtype, memory_format=layout)
+            timed.append((_infer_pass(net, x.to(setting.dtype)), weight))
+        else:
+            timed.append((_train_pass(net.train().to(memory_format=layout), x, setting, needs_input_grad=net is blocks), weight))
 
-        def infer() -> None:
-            with torch.inference_mode():
-                net(x)
+    def run() -> float:
+        return sum(weight * _timed(fn) for fn, weight in timed)
 
-        return infer
-    net = net.train().to(memory_format=layout)
-    x.requires_grad_(True)  # as inside a generator: the blocks pass gradients back
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if setting.precision == "bf16" else contextlib.nullcontext()
+    return run
+
+
+def _infer_pass(net: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def infer() -> None:
+        with torch.inference_mode():
+            net(x)
+
+    return infer
+
+
+def _train_pass(net: torch.nn.Module, x: torch.Tensor, setting: SpeedSetting, *, needs_input_grad: bool) -> Callable[[], None]:
+    x.requires_grad_(needs_input_grad)  # inside a generator the blocks pass gradients back
 
     def train() -> None:
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if setting.precision == "bf16" else contextlib.nullcontext()
         with gemm_weight_grad(setting.gemm_weight_grad), autocast:
             loss = net(x).float().abs().mean()
         loss.backward()
