@@ -12,8 +12,8 @@ in ``$BRUSHWORK_CACHE/speed/`` and logged. Explicit settings (``--precision``,
 ``--channels-last``, ``run.gemm_weight_grad``) narrow the candidates or skip the probe;
 ``BRUSHWORK_SPEED_PROBE=0`` skips it and takes the plain setting.
 
-Only the CPU is probed. CUDA takes bf16 (fp16 where bf16 is missing) with channels_last, MPS
-fp32 in NCHW.
+Only the CPU is probed. CUDA trains in bf16 (fp16 where bf16 is missing) and stylises in fp16,
+with channels_last; MPS trains in fp32 and stylises in fp16, in NCHW.
 """
 
 from __future__ import annotations
@@ -134,8 +134,10 @@ def _accelerator_setting(workload: Workload, device: torch.device, precision: st
     if precision == "auto":
         # Training prefers bf16 (no loss scaling); inference fp16, which keeps three more
         # mantissa bits and runs on the same tensor cores.
-        if device.type == "cuda":
-            precision = "bf16" if workload == "train" and torch.cuda.is_bf16_supported() else "fp16"
+        if workload == "infer":
+            precision = "fp16"  # CUDA and MPS
+        elif device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
             precision = "fp32"
     return SpeedSetting(precision, layout)
