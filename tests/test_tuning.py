@@ -210,3 +210,9 @@ def test_tune_command_lists_every_setting_and_marks_the_choice(probing: list[lis
     assert len(probing) == 2
     assert CliRunner().invoke(app, ["tune"]).exit_code == 0 and len(probing) == 2  # cached
     assert CliRunner().invoke(app, ["tune", "--fresh"]).exit_code == 0 and len(probing) == 4
+
+
+def test_bf16_only_candidates_on_a_cpu_without_fast_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "_bf16_conv_ratio", lambda: 10.0)
+    bf16 = [c for c in CANDIDATES["infer"] if c.precision == "bf16"]
+    assert tuning.measure("infer", bf16) == {c.name: math.inf for c in bf16}

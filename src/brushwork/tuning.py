@@ -230,7 +230,7 @@ def measure(workload: Workload, candidates: Sequence[SpeedSetting], *, repeats: 
         warm[name] = run()
     for run in runners.values():  # and the allocator's pools fill on the first few
         run()
-    fastest = min(warm.values())
+    fastest = min(warm.values(), default=math.inf)
     for name, seconds in warm.items():
         if seconds > 3 * fastest:
             times[name] = [seconds]
