@@ -168,12 +168,13 @@ class Trainer:
         Precision, layout and the conv weight-gradient kernel left at auto are what
         :mod:`brushwork.tuning` measured fastest on this machine (CUDA: bf16 and channels_last).
         Compiled CPU graphs run in NCHW (measured faster, docs/benchmarks.md) with torch's own
-        kernels. A resumed run keeps the setting its checkpoint was trained with, so that
-        resuming is exact even where a new probe would choose otherwise.
+        kernels. A run resumed on the same kind of device keeps the setting its checkpoint was
+        trained with, so that resuming is exact even where a new probe would choose otherwise.
         """
         if self.compile_plan is None:
             run = self.config.run
-            if resumed is not None and self._auto_speed():
+            resumed = dict(resumed or {})
+            if resumed.pop("device", None) == self.device.type and self._auto_speed():
                 self.speed, reason = SpeedSetting(**resumed), "as the checkpoint was trained"
                 plan = plan_compile(run.compile, self.device, steps_left, eager_precision=self.speed.precision)
             else:
@@ -208,7 +209,7 @@ class Trainer:
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
-            "speed": asdict(self.speed),
+            "speed": {"device": self.device.type, **asdict(self.speed)},  # resumed on the same kind of device, kept
             "method_state": self.method.extra_state(),
             "rng": rng_state(),
             "step": self.step,
