@@ -24,6 +24,7 @@ SHOWN_BY = {
     "cli/models.py": {"models list", "models download", "models import"},
     "cli/export.py": {"export"},
     "cli/demo.py": {"demo"},
+    "cli/tune.py": {"tune"},
     "inference/io.py": {"stylize"},  # compare's model runs pass fmt="png": no --format message can arise
     "inference/sources.py": {"stylize", "compare", "models download", "models import"},
     "inference/stylizer.py": {"stylize", "compare"},

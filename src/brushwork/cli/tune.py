@@ -29,4 +29,6 @@ def tune(
             shown = "not competitive" if seconds == float("inf") else f"{seconds * 1e3:8.1f} ms"
             typer.echo(f"  {'*' if name == chosen.name else ' '} {name:<44} {shown}")
         typer.echo(f"  cached in {path}")
-    typer.echo(f"* = what auto settings use (--precision, --channels-last and {PROBE_ENV}=0 override it)")
+    typer.echo("* = what auto settings use. Override it for one run with brushwork train --precision fp32 "
+               "--no-channels-last --no-gemm-weight-grad (or any other values), or for everything with "
+               f"{PROBE_ENV}=0 (plain fp32)")
