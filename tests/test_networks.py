@@ -184,6 +184,6 @@ def test_instance_norm_without_gradients_matches_torch(grad_mode: str, layout: t
         got, expected = ours(x), ref(x)
     # A one-pass variance (E[x^2] - E[x]^2, as torch's channels_last group norm may take) over
     # K = H * W values errs by about K * u * (1 + mean^2 / var) relative; the affine scale (|w| < 4) on top.
-    tol = 4 * h * w * 2.0**-24 * (1 + (mean / std) ** 2) * float(ref.weight.abs().max())
+    tol = 4 * h * w * 2.0**-24 * (1 + (mean / std) ** 2) * float(ref.weight.detach().abs().max())
     torch.testing.assert_close(got, expected, rtol=0, atol=tol)
     assert got.is_contiguous(memory_format=layout)
