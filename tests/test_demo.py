@@ -61,7 +61,7 @@ def test_held_out_photos_share_no_pixels_with_training(tmp_path: Path) -> None:
     assert len(seen_a) > 10_000 and len(tests) == 7
     for path in tests:
         img = _pixels(path)
-        truth = sepia_wash(torch.from_numpy(img).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+        truth = sepia_wash(torch.from_numpy(img.copy()).permute(2, 0, 1)).permute(1, 2, 0).numpy()
         assert not _textured_patches(img) & seen_a, path.name
         assert not _textured_patches(truth) & seen_b, path.name
 

@@ -431,7 +431,7 @@ def test_fused_passes_compute_the_same_losses(tiny_data: Path, tmp_path: Path) -
         ctx: dict[str, object] = {}
         _, g_parts = m.phase_loss("generators", batch, ctx)
         _, d_parts = m.phase_loss("discriminators", batch, ctx)
-        results.append({**{k: float(v) for k, v in g_parts.items()}, **{k: float(v) for k, v in d_parts.items()}})
+        results.append({**{k: float(v.detach()) for k, v in g_parts.items()}, **{k: float(v.detach()) for k, v in d_parts.items()}})
     assert results[0] == pytest.approx(results[1], rel=1e-5)
 
 
