@@ -85,3 +85,17 @@ def test_default_demo_beats_the_do_nothing_baseline(tmp_path: Path) -> None:
     assert scores.psnr_model > scores.psnr_baseline + 2.0
     assert scores.ssim_model > scores.ssim_baseline
     assert scores.beats_baseline
+
+
+def test_an_interrupted_demo_exits_130_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or SIGTERM during the demo's training: a clear line and status 130, no traceback."""
+    from typer.testing import CliRunner
+
+    from brushwork.cli import app
+    from brushwork.training import run as training_run
+    from brushwork.training.trainer import TrainResult
+
+    monkeypatch.setattr(training_run, "run_training", lambda config: TrainResult(tmp_path, 7, 0, True, {}, 0))
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--steps", "10", "--crops", "4", "--no-progress"])
+    assert result.exit_code == 130
+    assert "stopped at step 7" in result.output and "Traceback" not in result.output

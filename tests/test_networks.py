@@ -124,7 +124,7 @@ def test_init_weights(init_type: str) -> None:
     assert isinstance(conv, nn.Conv2d)
     assert torch.count_nonzero(conv.bias) == 0
     if init_type == "normal":
-        assert abs(float(conv.weight.std()) - 0.02) < 0.004
+        assert abs(float(conv.weight.detach().std()) - 0.02) < 0.004
     if init_type == "orthogonal":
         w = net.model[4].weight.flatten(1)  # 16 x 72: rows are orthogonal with norm = gain
         gram = w @ w.T

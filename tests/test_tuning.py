@@ -191,10 +191,11 @@ def test_gemm_weight_gradients_in_the_trainer(tiny_data: Path, tmp_path: Path, m
         assert trainer.speed == SpeedSetting("fp32", True, gemm)
         assert trainer.memory_format == torch.channels_last
     assert first[False] == first[True]
-    # G phase: G and F each run twice (a+b fused, then the cycle pass), through 2 residual blocks
-    # of 2 stride-1 convs at 32 channels (ngf 8): 16 calls. D phase: D_A and D_B once each (real
-    # and fake fused), with one eligible conv (4x4, 32->64; the 64->1 output conv is too thin): 2.
-    assert len(calls) == 16 + 2
+    # Eligible layers have 16+ channels on both sides. G phase: G and F each run twice (a+b
+    # fused, then the cycle pass); per pass (ngf 8) the 4 residual convs at 32 channels, the
+    # 16->32 stride-2 conv and the 32->16 transposed conv: 4 x 6 = 24. D phase: D_A and D_B once
+    # each (real and fake fused), with the 16->32 stride-2 and 32->64 convs: 4.
+    assert len(calls) == 24 + 4
     assert sorted(tuple(k) for k in set(calls)) == [(3, 3), (4, 4)]
 
 

@@ -21,7 +21,7 @@ def demo(
 ) -> None:
     """Train a small CycleGAN on a procedural painting style and show the results as HTML."""
     setup_logging()
-    from brushwork.demo.run import DemoSettings, run_demo
+    from brushwork.demo.run import DemoInterrupted, DemoSettings, run_demo
     from brushwork.training.checkpoint import list_checkpoints
     from brushwork.utils.device import resolve_device
 
@@ -29,7 +29,11 @@ def demo(
     if list_checkpoints(out / "run"):
         raise typer.BadParameter(f"{out} already holds a demo run; remove it or pass another --out")
     settings = DemoSettings(out=out, steps=steps, crops_per_domain=crops, seed=seed, device=device, progress=not no_progress)
-    scores, page = run_demo(settings)
+    try:
+        scores, page = run_demo(settings)
+    except DemoInterrupted as exc:
+        typer.secho(f"stopped: {exc}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
     typer.echo(
         f"held-out photos: G(photo) vs true style PSNR {scores.psnr_model:.2f} dB, SSIM {scores.ssim_model:.3f}; "
         f"do-nothing baseline PSNR {scores.psnr_baseline:.2f} dB, SSIM {scores.ssim_baseline:.3f} "

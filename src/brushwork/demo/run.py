@@ -170,6 +170,10 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, channel_axis=2, data_range=255))
 
 
+class DemoInterrupted(RuntimeError):
+    """The demo's training was stopped (Ctrl-C, SIGTERM) before it could be scored."""
+
+
 def run_demo(settings: DemoSettings) -> tuple[DemoScores, Path]:
     from brushwork.inference import Stylizer
     from brushwork.training.run import run_training
@@ -178,6 +182,9 @@ def run_demo(settings: DemoSettings) -> tuple[DemoScores, Path]:
     tests = build_dataset(data_root, settings)
     config = train_config(settings, data_root)
     result = run_training(config)
+    if result.interrupted:
+        raise DemoInterrupted(f"the demo's training was stopped at step {result.step}; nothing was scored. "
+                              f"Remove {settings.out} and run it again")  # fmt: skip
     stylizer = Stylizer.from_pretrained(result.releases["AtoB"], device=settings.device)
 
     rows = []

@@ -11,7 +11,7 @@ import re
 import torch
 from torch import Tensor, nn
 
-from brushwork.nn.conv import Conv2d
+from brushwork.nn.conv import Conv2d, ConvTranspose2d
 from brushwork.nn.layers import conv_bias, norm_factory, padding_layers
 from brushwork.registry import Registry, RegistryError
 
@@ -78,7 +78,7 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(channels, norm=norm, padding=padding, dropout=dropout) for _ in range(n_blocks)]
         for _ in range(2):  # upsampling
             layers += [
-                nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
                 make_norm(channels // 2),
                 nn.ReLU(True),
             ]
@@ -113,13 +113,13 @@ class UnetBlock(nn.Module):
         down_conv = Conv2d(in_channels, inner_channels, 4, stride=2, padding=1, bias=bias)
         up_in = inner_channels if innermost else inner_channels * 2
         if outermost:
-            up_conv = nn.ConvTranspose2d(up_in, outer_channels, 4, stride=2, padding=1)
+            up_conv = ConvTranspose2d(up_in, outer_channels, 4, stride=2, padding=1)
             layers = [down_conv, submodule, nn.ReLU(True), up_conv, nn.Tanh()]
         elif innermost:
-            up_conv = nn.ConvTranspose2d(up_in, outer_channels, 4, stride=2, padding=1, bias=bias)
+            up_conv = ConvTranspose2d(up_in, outer_channels, 4, stride=2, padding=1, bias=bias)
             layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True), up_conv, make_norm(outer_channels)]
         else:
-            up_conv = nn.ConvTranspose2d(up_in, outer_channels, 4, stride=2, padding=1, bias=bias)
+            up_conv = ConvTranspose2d(up_in, outer_channels, 4, stride=2, padding=1, bias=bias)
             layers = [
                 nn.LeakyReLU(0.2, True),
                 down_conv,
