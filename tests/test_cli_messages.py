@@ -25,6 +25,7 @@ SHOWN_BY = {
     "cli/export.py": {"export"},
     "cli/demo.py": {"demo"},
     "cli/tune.py": {"tune"},
+    "tuning.py": {"train"},  # the one message naming a flag is about training settings
     "inference/io.py": {"stylize"},  # compare's model runs pass fmt="png": no --format message can arise
     "inference/sources.py": {"stylize", "compare", "models download", "models import"},
     "inference/stylizer.py": {"stylize", "compare"},

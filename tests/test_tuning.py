@@ -18,10 +18,11 @@ from brushwork.training.run import run_training
 from brushwork.training.trainer import Trainer
 from brushwork.tuning import CANDIDATES, PLAIN, SpeedSetting, choose_speed
 from brushwork.utils.device import DeviceError
-from tests._inference_helpers import tiny_generator
+from tests._inference_helpers import cli_fixture, tiny_generator
 from tests.conftest import tiny_overrides
 
 CPU = torch.device("cpu")
+_ = cli_fixture  # the `cli` fixture
 GEMM = SpeedSetting("fp32", True, gemm_weight_grad=True)
 
 
@@ -82,8 +83,13 @@ def test_explicit_settings_narrow_or_skip_the_probe(probing: list[list[str]]) ->
     assert choose_speed("train", CPU, channels_last=True, precision="fp32").setting == GEMM
     assert probing == [["fp32 + channels_last", GEMM.name]]
     assert choose_speed("train", CPU, precision="bf16", channels_last=True).setting == SpeedSetting("bf16", True)
-    # GEMM weight gradients asked for where they cannot run (NCHW): the setting as asked
-    assert choose_speed("train", CPU, channels_last=False, gemm=True).setting == SpeedSetting("fp32", False, True)
+    # GEMM weight gradients asked for where they cannot run: a one-line error naming the conflict
+    with pytest.raises(DeviceError, match="run on the CPU in fp32 with channels_last; this run asks for auto on cpu in NCHW"):
+        choose_speed("train", CPU, channels_last=False, gemm=True)
+    with pytest.raises(DeviceError, match="asks for bf16 on cpu"):
+        choose_speed("train", CPU, precision="bf16", gemm=True)
+    with pytest.raises(DeviceError, match="on cuda"):
+        choose_speed("train", torch.device("cuda"), gemm=True)
 
 
 def test_plain_wins_unless_beaten_by_the_margin() -> None:
@@ -217,3 +223,11 @@ def test_bf16_only_candidates_on_a_cpu_without_fast_bf16(monkeypatch: pytest.Mon
     monkeypatch.setattr(tuning, "_bf16_conv_ratio", lambda: 10.0)
     bf16 = [c for c in CANDIDATES["infer"] if c.precision == "bf16"]
     assert tuning.measure("infer", bf16) == {c.name: math.inf for c in bf16}
+
+
+def test_contradictory_speed_flags_are_one_line_errors_before_anything_is_written(cli, tiny_data: Path, tmp_path: Path) -> None:
+    code, _, err = cli(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--steps", "2",
+                        "--precision", "bf16", "--gemm-weight-grad"])  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert "GEMM weight gradients (--gemm-weight-grad, run.gemm_weight_grad) run on the CPU in fp32" in err
+    assert not (tmp_path / "run").exists()

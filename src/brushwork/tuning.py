@@ -97,7 +97,7 @@ def choose_speed(
     gemm: bool | None = None,
 ) -> SpeedChoice:
     """The setting to run ``workload`` with on ``device``, honouring every explicit choice."""
-    check_precision(precision, device)
+    check_settings(device, precision, channels_last, gemm)
     if device.type != "cpu":
         return SpeedChoice(_accelerator_setting(workload, device, precision, channels_last), f"{device.type} defaults")
     candidates = [
@@ -106,8 +106,8 @@ def choose_speed(
         and channels_last in (None, c.channels_last)
         and gemm in (None, c.gemm_weight_grad)
     ]  # fmt: skip
-    if not candidates:  # e.g. GEMM weight gradients asked for in NCHW or bf16
-        candidates = [SpeedSetting("fp32" if precision == "auto" else precision, bool(channels_last), bool(gemm))]
+    if not candidates:  # inference with GEMM weight gradients asked for: there are no gradients
+        candidates = [c for c in CANDIDATES[workload] if precision in ("auto", c.precision) and channels_last in (None, c.channels_last)]
     if len(candidates) == 1:
         return SpeedChoice(candidates[0], "as configured")
     if os.environ.get(PROBE_ENV, "1") == "0":
@@ -121,12 +121,16 @@ def choose_speed(
                              f"against {base * 1e3:.0f} ms for {candidates[0].name}; {where})")  # fmt: skip
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """A :class:`DeviceError` naming ``precision`` unless ``device`` can run it."""
+def check_settings(device: torch.device, precision: str, channels_last: bool | None = None, gemm: bool | None = None) -> None:
+    """A :class:`DeviceError` naming the setting that ``device`` cannot run, or that contradicts another."""
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise DeviceError(f"unknown precision {precision!r}; expected fp32, bf16, fp16 or auto")
     if precision == "fp16" and device.type == "cpu":
         raise DeviceError("precision fp16 is not supported on the CPU; use bf16 or fp32")
+    if gemm and (device.type != "cpu" or precision in ("bf16", "fp16") or channels_last is False):
+        raise DeviceError("GEMM weight gradients (--gemm-weight-grad, run.gemm_weight_grad) run on the CPU in fp32 "
+                          f"with channels_last; this run asks for {precision} on {device.type}"
+                          f"{' in NCHW' if channels_last is False else ''}")  # fmt: skip
 
 
 def _accelerator_setting(workload: Workload, device: torch.device, precision: str, channels_last: bool | None) -> SpeedSetting:

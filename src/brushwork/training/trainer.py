@@ -47,7 +47,7 @@ from brushwork.training.schedulers import (
     step_scheduler,
     steps_per_iteration,
 )
-from brushwork.tuning import SpeedSetting, check_precision, choose_speed
+from brushwork.tuning import SpeedSetting, check_settings, choose_speed
 from brushwork.utils.files import remove_stale_temps
 from brushwork.utils.seed import rng_state, set_rng_state
 
@@ -120,7 +120,7 @@ class Trainer:
         self.device = device
         self.run_dir = Path(run_dir or config.run.out)
         self.resume = resume
-        check_precision(config.run.precision, device)
+        check_settings(device, config.run.precision, config.run.channels_last, config.run.gemm_weight_grad)  # before any file is written
         self.phases = method.phases()
         method.networks.to(device=device)
         # Chosen with torch.compile, before the first step (_prepare_speed).
