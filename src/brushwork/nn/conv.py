@@ -79,13 +79,17 @@ def conv_weight_grad_gemm(x: Tensor, grad_out: Tensor, kernel: tuple[int, int], 
 
 
 class _GemmWeightGradConv(torch.autograd.Function):
-    """F.conv2d forward; input gradient from oneDNN, weight gradient from :func:`conv_weight_grad_gemm`."""
+    """A (transposed) convolution: forward and input gradient from oneDNN, weight gradient from
+    :func:`conv_weight_grad_gemm`. ``output_padding`` is (0, 0) for a plain convolution."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], padding: tuple[int, int],
+                output_padding: tuple[int, int], transposed: bool) -> Tensor:  # fmt: skip
         ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding = stride, padding
+        ctx.stride, ctx.padding, ctx.output_padding, ctx.transposed = stride, padding, output_padding, transposed
         ctx.has_bias = bias is not None
+        if transposed:
+            return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding, output_padding=output_padding)
         return F.conv2d(x, weight, bias, stride=stride, padding=padding)
 
     @staticmethod
@@ -95,50 +99,23 @@ class _GemmWeightGradConv(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, None, list(ctx.stride), list(ctx.padding), [1, 1], False, [0, 0], 1, [True, False, False]
-            )[0]
-        if ctx.needs_input_grad[1]:
-            ph, pw = ctx.padding
-            padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-            gemm = conv_weight_grad_gemm(padded, grad_out, weight.shape[2:], ctx.stride[0])
-            grad_w = torch.empty_like(weight).copy_(gemm)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b, None, None
-
-
-class _GemmWeightGradConvTranspose(torch.autograd.Function):
-    """F.conv_transpose2d; its weight gradient is a strided convolution's with the roles of input and output swapped."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], padding: tuple[int, int],
-                output_padding: tuple[int, int]) -> Tensor:  # fmt: skip
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding, ctx.output_padding = stride, padding, output_padding
-        ctx.has_bias = bias is not None
-        return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding, output_padding=output_padding)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, None, list(ctx.stride), list(ctx.padding), [1, 1], True, list(ctx.output_padding), 1,
-                [True, False, False],
+                grad_out, x, weight, None, list(ctx.stride), list(ctx.padding), [1, 1], ctx.transposed,
+                list(ctx.output_padding), 1, [True, False, False],
             )[0]  # fmt: skip
         if ctx.needs_input_grad[1]:
-            # y[s*h - p + i] += x[h] * W[i]: pad the output gradient by p on top and left (and
-            # p - output_padding below and right, a crop if negative) and it is the input of a
-            # stride-s convolution whose output gradient is x.
             (ph, pw), (oh, ow) = ctx.padding, ctx.output_padding
-            padded = F.pad(grad_out, (pw, pw - ow, ph, ph - oh))
-            gemm = conv_weight_grad_gemm(padded, x, weight.shape[2:], ctx.stride[0])  # (C_in, C_out, kh, kw)
+            if ctx.transposed:
+                # y[s*h - p + i] += x[h] * W[i]: pad the output gradient by p on top and left (and
+                # p - output_padding below and right, a crop if negative) and it is the input of a
+                # stride-s convolution whose output gradient is x; the result is (C_in, C_out, kh, kw).
+                gemm = conv_weight_grad_gemm(F.pad(grad_out, (pw, pw - ow, ph, ph - oh)), x, weight.shape[2:], ctx.stride[0])
+            else:
+                padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+                gemm = conv_weight_grad_gemm(padded, grad_out, weight.shape[2:], ctx.stride[0])
             grad_w = torch.empty_like(weight).copy_(gemm)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 def _gemm_eligible(layer: nn.Conv2d | nn.ConvTranspose2d, x: Tensor, weight: Tensor) -> bool:
@@ -169,7 +146,7 @@ class Conv2d(nn.Conv2d):
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if _GEMM_WEIGHT_GRAD.get() and _gemm_eligible(self, input, weight):
-            return _GemmWeightGradConv.apply(input, weight, bias, self.stride, self.padding)
+            return _GemmWeightGradConv.apply(input, weight, bias, self.stride, self.padding, (0, 0), False)
         return super()._conv_forward(input, weight, bias)
 
 
@@ -178,5 +155,5 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
         if output_size is None and _GEMM_WEIGHT_GRAD.get() and _gemm_eligible(self, input, self.weight):
-            return _GemmWeightGradConvTranspose.apply(input, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+            return _GemmWeightGradConv.apply(input, self.weight, self.bias, self.stride, self.padding, self.output_padding, True)
         return super().forward(input, output_size)
