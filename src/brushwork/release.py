@@ -27,7 +27,7 @@ from brushwork.registry import RegistryError
 from brushwork.utils.files import atomic_dir
 
 FORMAT = "brushwork.generator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: names its pipeline kind (version 1 files are image-to-image generators)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -53,6 +53,8 @@ class ReleaseConfig:
     source_domain: str = "A"
     target_domain: str = "B"
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the inference pipeline that runs it (brushwork.inference.pipeline.PIPELINES)
+    pipeline: str = "image-to-image"
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -83,7 +85,7 @@ class ReleaseConfig:
             source_domain=str(data.get("source_domain", "A")),
             target_domain=str(data.get("target_domain", "B")),
             provenance=dict(data.get("provenance", {})),
-            format_version=version,
+            pipeline=str(data.get("pipeline", "image-to-image")),
         )
 
 
@@ -123,9 +125,10 @@ def save_release(model: nn.Module, out_dir: Path, config: ReleaseConfig, *, extr
 
 
 def release_config_for(arch: dict[str, Any], *, direction: str, source: str, target: str, train_size: int,
-                       provenance: dict[str, Any]) -> ReleaseConfig:
+                       provenance: dict[str, Any], pipeline: str = "image-to-image") -> ReleaseConfig:
     return ReleaseConfig(
         architecture=arch,
+        pipeline=pipeline,
         preprocessing=Preprocessing(size_multiple=generator_multiple(arch["name"]), train_size=train_size),
         direction=direction,
         source_domain=source,
