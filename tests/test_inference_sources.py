@@ -189,9 +189,9 @@ def test_release_folder_and_direction_check(tmp_path: Path) -> None:
 
 
 def test_training_run_folder_with_direction(tmp_path: Path) -> None:
+    from brushwork.checkpoints import save_checkpoint
     from brushwork.config import resolve_train_config
     from brushwork.methods import build_method
-    from brushwork.training.checkpoint import save_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()

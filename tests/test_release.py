@@ -36,7 +36,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_release_rebuilds_the_generator_from_the_folder_alone(trained_run: Path) -> None:
-    from brushwork.training.checkpoint import list_checkpoints
+    from brushwork.checkpoints import list_checkpoints
 
     state = torch.load(list_checkpoints(trained_run)[-1], weights_only=False)
     for direction, net in (("AtoB", "G"), ("BtoA", "F")):

@@ -19,6 +19,7 @@ app = typer.Typer(
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, not a bug: shown as one line, exit status 2."""
+    from brushwork.checkpoints import CheckpointError
     from brushwork.cli.compare import MethodSpecError
     from brushwork.config import ConfigError
     from brushwork.data.imageio import ImageReadError, ImageWriteError, PixelLimitError
@@ -29,7 +30,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
-    from brushwork.training.checkpoint import CheckpointError
     from brushwork.training.compiling import CompileFailedError
     from brushwork.training.trainer import RunFolderError
     from brushwork.utils.device import DeviceError

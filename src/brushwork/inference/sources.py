@@ -391,33 +391,6 @@ def _is_run_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.yaml").is_file() and not (path / CONFIG_NAME).is_file()
 
 
-def load_run_generator(run_dir: Path, direction: str | None, checkpoint: Path | None = None) -> tuple[nn.Module, ReleaseConfig]:
-    """Rebuild one generator of a training run from its config and a checkpoint (default: latest)."""
-    from brushwork.methods import build_method
-    from brushwork.training.checkpoint import find_resume_checkpoint, load_checkpoint
-    from brushwork.training.run import load_run_config
-
-    config = load_run_config(run_dir)
-    method = build_method(config)
-    specs = method.release_specs()
-    if direction is None or direction not in specs:
-        given = "no direction was given" if direction is None else f"direction {direction!r} is not one of them"
-        raise DirectionRequiredError(f"{run_dir} is a training run with generators {', '.join(specs)}; {given}", run_dir, tuple(specs))
-    spec = specs[direction]
-    path = find_resume_checkpoint(run_dir, checkpoint or "latest")
-    state = load_checkpoint(path)
-    model = build_from_architecture(spec.architecture, str(run_dir))
-    try:
-        model.load_state_dict(state["networks"][spec.network], strict=True)
-    except (KeyError, RuntimeError) as exc:
-        raise ModelSourceError(f"{path}: no usable weights for network {spec.network!r} ({exc})") from None
-    release = release_config_for(
-        spec.architecture, direction=direction, source=spec.source_domain, target=spec.target_domain,
-        train_size=config.data.crop_size, provenance={"run": str(run_dir), "checkpoint": path.name, "step": state.get("step")},
-    )
-    return model.eval(), release
-
-
 def load_source(source: str | Path, *, direction: str | None = None, norm: str | None = None,
                 checkpoint: Path | None = None, download: bool = True) -> tuple[nn.Module, ReleaseConfig]:
     """Resolve ``source`` (see module docstring) to an eval-mode generator and its release config."""
@@ -429,6 +402,8 @@ def load_source(source: str | Path, *, direction: str | None = None, norm: str |
                 raise ModelSourceError(f"{path} is a release of direction {config.direction}, not {direction}")
             return model, config
         if _is_run_folder(path):
+            from brushwork.runs import load_run_generator
+
             return load_run_generator(path, direction, checkpoint)
         release = path / "release"
         hint = f"; its release folders: {', '.join(sorted(p.name for p in release.iterdir()))}" if release.is_dir() else ""
