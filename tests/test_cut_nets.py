@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from brushwork.nn import (
     patch_nce_loss_over_layers,
 )
 from brushwork.nn.patchnce import sample_patch_ids
+from brushwork.release import load_release, release_config_for, save_release
 
 NCE_LAYERS = (0, 4, 8, 12, 16)  # the CUT code's default nce_layers
 
@@ -440,3 +442,16 @@ def test_infer_cut_architecture_explains_a_broken_layout() -> None:
     extra["model.16.weight"] = torch.zeros(8, 8, 3, 3)
     with pytest.raises(CutCheckpointError, match="line up"):
         infer_cut_architecture(extra)
+
+
+def test_cut_generator_release_round_trip(tmp_path: Path) -> None:
+    """The architecture read from a CUT state dict is a release config; the folder loads strictly."""
+    net = tiny().eval()
+    arch = infer_cut_architecture(net.state_dict())
+    assert arch is not None
+    config = release_config_for(arch, direction="AtoB", source="A", target="B", train_size=32, provenance={})
+    loaded, loaded_config = load_release(save_release(net, tmp_path / "cut", config))
+    assert loaded_config.architecture == arch
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))

@@ -57,15 +57,15 @@ def sequential_features(model: nn.Sequential, x: Tensor, layers: Sequence[int]) 
     return feats
 
 
-def feature_channels(net: FeatureNetwork, layers: Sequence[int], *, in_channels: int = 3, size: int = 32) -> list[int]:
+def feature_channels(net: nn.Module, layers: Sequence[int], *, in_channels: int = 3, size: int = 32) -> list[int]:
     """Channel count of each requested layer, from one dry run on a ``size x size`` zero image.
 
     This is what a projection head needs at construction (CUT's head is otherwise built lazily
     from the first batch). The dry run has no side effects: it runs without gradients and in
     eval mode (batch-norm statistics untouched), and restores every module's training flag.
     """
-    if not isinstance(net, nn.Module):
-        raise TypeError(f"feature_channels needs an nn.Module, got {type(net).__name__}")
+    if not isinstance(net, FeatureNetwork):
+        raise TypeError(f"{type(net).__name__} has no encode(x, layers): it is not a FeatureNetwork")
     reference = next(iter(net.parameters()), None)
     device = reference.device if reference is not None else torch.device("cpu")
     dtype = reference.dtype if reference is not None and reference.is_floating_point() else torch.float32
