@@ -6,6 +6,7 @@ import re
 
 from torch import Tensor, nn
 
+from brushwork.nn.antialias import BlurDownsample
 from brushwork.nn.conv import Conv2d
 from brushwork.nn.layers import conv_bias, norm_factory
 from brushwork.registry import Registry, RegistryError
@@ -17,24 +18,35 @@ class NLayerDiscriminator(nn.Module):
     """Fully convolutional PatchGAN: one real/fake logit per overlapping input patch.
 
     With ``n_layers=3`` each output sees a 70x70 patch, and a 256x256 input gives 30x30 logits.
+    ``antialias`` is the CUT code's default discriminator (``no_antialias`` unset): each stride-2
+    convolution becomes a stride-1 convolution, its norm and LeakyReLU, then
+    :class:`BlurDownsample` (one more module per stage, ``filt`` buffers in the state dict).
+    A 256x256 input still gives 30x30 logits.
     """
 
-    def __init__(self, *, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance") -> None:
+    def __init__(
+        self, *, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance", antialias: bool = False
+    ) -> None:
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         make_norm = norm_factory(norm)
         bias = conv_bias(norm)
-        layers: list[nn.Module] = [Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        stride = 1 if antialias else 2
+        layers: list[nn.Module] = [Conv2d(in_channels, ndf, 4, stride=stride, padding=1), nn.LeakyReLU(0.2, True)]
+        if antialias:
+            layers.append(BlurDownsample(ndf))
         mult = 1
         for n in range(1, n_layers + 1):
             prev, mult = mult, min(2**n, 8)
-            stride = 2 if n < n_layers else 1
+            last = n == n_layers
             layers += [
-                Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=bias),
+                Conv2d(ndf * prev, ndf * mult, 4, stride=1 if last else stride, padding=1, bias=bias),
                 make_norm(ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
+            if antialias and not last:
+                layers.append(BlurDownsample(ndf * mult))
         layers.append(Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
 

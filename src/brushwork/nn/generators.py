@@ -1,4 +1,4 @@
-"""Image-to-image generators: the CycleGAN ResNet generator and the pix2pix U-Net.
+"""Image-to-image generators: the CycleGAN/CUT ResNet generator and the pix2pix U-Net.
 
 Both keep the module layout of the authors' reference implementation (an ``nn.Sequential``
 called ``model``), so that published state dicts load with ``strict=True``.
@@ -7,11 +7,14 @@ called ``model``), so that published state dicts load with ``strict=True``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from brushwork.nn.antialias import BlurDownsample, BlurUpsample
 from brushwork.nn.conv import Conv2d, ConvTranspose2d
+from brushwork.nn.features import sequential_features
 from brushwork.nn.layers import conv_bias, norm_factory, padding_layers
 from brushwork.registry import Registry, RegistryError
 
@@ -39,10 +42,18 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """Johnson et al. style encoder / residual blocks / decoder used by CycleGAN (G and F).
+    """Johnson et al. style encoder / residual blocks / decoder used by CycleGAN (G and F) and CUT.
 
     c7s1-ngf, d(2ngf), d(4ngf), n_blocks x R(4ngf), u(2ngf), u(ngf), c7s1-out, tanh.
     The outer 7x7 convolutions always use reflection padding, as in the reference.
+
+    ``antialias`` selects the CUT code's down-sampling stages (its default, ``no_antialias``
+    unset): conv3x3 stride 1, norm, ReLU, :class:`BlurDownsample` instead of a stride-2 conv.
+    ``antialias_up`` (default: same as ``antialias``; the CUT flag ``no_antialias_up``) selects
+    its up-sampling stages: :class:`BlurUpsample`, conv3x3 stride 1, norm, ReLU instead of a
+    transposed conv. Each anti-aliased stage holds one more module, which shifts the indices of
+    ``model`` exactly as in the CUT code, so its checkpoints load; with both off the layout is
+    CycleGAN's. Module indices of ``model`` are the layer numbers of :meth:`encode`.
     """
 
     def __init__(
@@ -55,10 +66,14 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",
         dropout: bool = False,
         padding: str = "reflect",
+        antialias: bool = False,
+        antialias_up: bool | None = None,
     ) -> None:
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        if antialias_up is None:
+            antialias_up = antialias
         make_norm = norm_factory(norm)
         bias = conv_bias(norm)
         layers: list[nn.Module] = [
@@ -69,25 +84,48 @@ class ResnetGenerator(nn.Module):
         ]
         channels = ngf
         for _ in range(2):  # downsampling
-            layers += [
-                Conv2d(channels, channels * 2, 3, stride=2, padding=1, bias=bias),
-                make_norm(channels * 2),
-                nn.ReLU(True),
-            ]
-            channels *= 2
+            out = channels * 2
+            if antialias:
+                layers += [
+                    Conv2d(channels, out, 3, padding=1, bias=bias),
+                    make_norm(out),
+                    nn.ReLU(True),
+                    BlurDownsample(out),
+                ]
+            else:
+                layers += [Conv2d(channels, out, 3, stride=2, padding=1, bias=bias), make_norm(out), nn.ReLU(True)]
+            channels = out
         layers += [ResnetBlock(channels, norm=norm, padding=padding, dropout=dropout) for _ in range(n_blocks)]
         for _ in range(2):  # upsampling
-            layers += [
-                ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                make_norm(channels // 2),
-                nn.ReLU(True),
-            ]
-            channels //= 2
+            out = channels // 2
+            if antialias_up:
+                layers += [
+                    BlurUpsample(channels),
+                    Conv2d(channels, out, 3, padding=1, bias=bias),
+                    make_norm(out),
+                    nn.ReLU(True),
+                ]
+            else:
+                layers += [
+                    ConvTranspose2d(channels, out, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                    make_norm(out),
+                    nn.ReLU(True),
+                ]
+            channels = out
         layers += [nn.ReflectionPad2d(3), Conv2d(channels, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+    def encode(self, x: Tensor, layers: Sequence[int]) -> list[Tensor]:
+        """Outputs of ``model[i]`` for each ``i`` in ``layers`` (increasing); stops after the last.
+
+        CUT's ``nce_layers`` 0, 4, 8, 12, 16 on the anti-aliased layout are the padded input,
+        the first and second down-sampling convolutions (before their norm), and the outputs of
+        residual blocks 1 and 5.
+        """
+        return sequential_features(self.model, x, layers)
 
 
 class UnetBlock(nn.Module):
