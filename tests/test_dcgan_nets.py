@@ -47,10 +47,12 @@ def count(net: nn.Module) -> int:
 
 @pytest.mark.parametrize("size", [64, 128])
 def test_shapes_and_parameter_counts(size: int) -> None:
-    g, d = build_generator(f"dcgan_{size}"), build_discriminator(f"dcgan_{size}")
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        g, d = build_generator(f"dcgan_{size}"), build_discriminator(f"dcgan_{size}")
     assert count(g) == generator_params(size) and count(d) == discriminator_params(size)
     if size == 64:  # the totals the PyTorch DCGAN example's networks have (nz 100, ngf = ndf = 64)
         assert (count(g), count(d)) == (3_576_704, 2_765_568)
+    g, d = build_generator(f"dcgan_{size}", ngf=8), build_discriminator(f"dcgan_{size}", ndf=8)
     with torch.no_grad():
         images = g.eval()(torch.randn(2, 100, 1, 1, generator=torch.Generator().manual_seed(0)))
         logits = d.eval()(images)

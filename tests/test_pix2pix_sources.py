@@ -96,7 +96,8 @@ def test_the_official_layout_matches_an_independent_recomputation() -> None:
 
 def test_published_size_unet_256_keys_and_parameters() -> None:
     """unet_256, ngf 64, batch norm: the official code prints 54.414 M parameters for it."""
-    net = build_generator("unet_256", norm="batch", dropout=True)
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        net = build_generator("unet_256", norm="batch", dropout=True)
     sd = net.state_dict()
     assert sum(p.numel() for p in net.parameters()) == unet_params(8) == 54_413_955
     assert len(sd) == 82  # 16 convs (2 with bias) + 14 batch norms x 5 entries

@@ -101,7 +101,7 @@ _NLAYER_NAME = re.compile(r"n_layers_(\d+)")
 
 
 def build_discriminator(name: str, **kwargs: object) -> nn.Module:
-    """Build a discriminator by name: ``basic`` (3 layers), ``n_layers`` (give n_layers), ``pixel``."""
+    """Build a discriminator by name: ``basic`` (3 layers), ``n_layers`` (give n_layers), ``pixel``, ``dcgan_64``, ``dcgan_128``."""
     match = _NLAYER_NAME.fullmatch(name)
     if match:
         kwargs["n_layers"] = int(match.group(1))
