@@ -124,7 +124,7 @@ class AppliedTestMode:
         masks = []
         for k in range(output.shape[0]):
             generator = torch.Generator().manual_seed(_mask_seed(self.seed, self._batch_start + k, layer))
-            # uniform draws on the CPU: the same numbers on every machine and build (bernoulli_ may go through MKL)
+            # uniform draws from torch's own CPU generator, moved afterwards: the same masks on every device
             masks.append(torch.rand(output.shape[1:], generator=generator) < keep)
         return (torch.stack(masks).float() / keep).to(device=output.device, dtype=output.dtype)
 
