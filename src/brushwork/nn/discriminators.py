@@ -1,4 +1,4 @@
-"""PatchGAN discriminators (Isola et al. 2017): n-layer (70x70 for n_layers=3) and 1x1 pixel."""
+"""Discriminators: PatchGAN (Isola et al. 2017; n-layer, 70x70 for n_layers=3, and 1x1 pixel), DCGAN."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from brushwork.nn.antialias import BlurDownsample
 from brushwork.nn.conv import Conv2d
+from brushwork.nn.dcgan import DCGANDiscriminator
 from brushwork.nn.layers import conv_bias, norm_factory
 from brushwork.registry import Registry, RegistryError
 
@@ -91,11 +92,28 @@ def _pixel(**kwargs: object) -> nn.Module:
     return PixelDiscriminator(**kwargs)  # type: ignore[arg-type]
 
 
+def _dcgan(size: int, kwargs: dict[str, object]) -> nn.Module:
+    image_size = kwargs.pop("image_size", size)
+    if image_size != size:
+        raise ValueError(f"dcgan_{size} judges {size}x{size} images, got image_size={image_size}")
+    return DCGANDiscriminator(image_size=size, **kwargs)  # type: ignore[arg-type]
+
+
+@DISCRIMINATORS.register("dcgan_64")
+def _dcgan_64(**kwargs: object) -> nn.Module:
+    return _dcgan(64, kwargs)
+
+
+@DISCRIMINATORS.register("dcgan_128")
+def _dcgan_128(**kwargs: object) -> nn.Module:
+    return _dcgan(128, kwargs)
+
+
 _NLAYER_NAME = re.compile(r"n_layers_(\d+)")
 
 
 def build_discriminator(name: str, **kwargs: object) -> nn.Module:
-    """Build a discriminator by name: ``basic`` (3 layers), ``n_layers`` (give n_layers), ``pixel``."""
+    """Build a discriminator by name: ``basic`` (3 layers), ``n_layers`` (give n_layers), ``pixel``, ``dcgan_64``, ``dcgan_128``."""
     match = _NLAYER_NAME.fullmatch(name)
     if match:
         kwargs["n_layers"] = int(match.group(1))

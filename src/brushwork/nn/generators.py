@@ -1,7 +1,8 @@
-"""Image-to-image generators: the CycleGAN/CUT ResNet generator and the pix2pix U-Net.
+"""Generators: the CycleGAN/CUT ResNet generator and the pix2pix U-Net (image -> image), DCGAN (noise -> image).
 
-Both keep the module layout of the authors' reference implementation (an ``nn.Sequential``
-called ``model``), so that published state dicts load with ``strict=True``.
+The image-to-image ones keep the module layout of the authors' reference implementation (an
+``nn.Sequential`` called ``model``), so that published state dicts load with ``strict=True``.
+:func:`generator_input` says which kind of input a registered generator takes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from brushwork.nn.antialias import BlurDownsample, BlurUpsample
 from brushwork.nn.conv import Conv2d, ConvTranspose2d
+from brushwork.nn.dcgan import DCGANGenerator
 from brushwork.nn.features import sequential_features
 from brushwork.nn.layers import conv_bias, norm_factory, padding_layers
 from brushwork.registry import Registry, RegistryError
@@ -232,6 +234,27 @@ def _unet_128(**kwargs: object) -> nn.Module:
     return UnetGenerator(num_downs=7, **kwargs)  # type: ignore[arg-type]
 
 
+def _dcgan(size: int, kwargs: dict[str, object]) -> nn.Module:
+    image_size = kwargs.pop("image_size", size)
+    if image_size != size:
+        raise ValueError(f"dcgan_{size} makes {size}x{size} images, got image_size={image_size}")
+    return DCGANGenerator(image_size=size, **kwargs)  # type: ignore[arg-type]
+
+
+@GENERATORS.register("dcgan_64")
+def _dcgan_64(**kwargs: object) -> nn.Module:
+    return _dcgan(64, kwargs)
+
+
+@GENERATORS.register("dcgan_128")
+def _dcgan_128(**kwargs: object) -> nn.Module:
+    return _dcgan(128, kwargs)
+
+
+#: Generators that take a latent vector (N, latent_dim, 1, 1) rather than an image.
+NOISE_GENERATORS = ("dcgan_64", "dcgan_128")
+
+
 def build_generator(name: str, **kwargs: object) -> nn.Module:
     """Build a generator by registry name; ``resnet_<N>blocks`` works for any N."""
     if name in GENERATORS:
@@ -253,8 +276,25 @@ def is_valid_generator_name(name: str) -> bool:
     return name in GENERATORS or bool(_RESNET_NAME.fullmatch(name) or _UNET_NAME.fullmatch(name))
 
 
+def generator_input(name: str) -> str:
+    """What generator ``name`` takes: ``"image"`` (image-to-image) or ``"noise"`` (latents, DCGAN).
+
+    A noise generator's release records ``latent_dim`` in its architecture; its inputs come from
+    :func:`brushwork.inference.sampler.sample_latents`, not from image preprocessing.
+    """
+    if name in NOISE_GENERATORS:
+        return "noise"
+    if is_valid_generator_name(name):
+        return "image"
+    valid = ", ".join(GENERATORS.names())
+    raise RegistryError(f"unknown generator {name!r}; valid names: {valid} (or resnet_<N>blocks, unet_<2^k>)")
+
+
 def generator_multiple(name: str) -> int:
-    """Input sides must be a multiple of this for the generator to return the same size."""
+    """Input sides must be a multiple of this for the generator to return the same size.
+
+    Meaningless for noise generators (see :func:`generator_input`), which take no image.
+    """
     match = _UNET_NAME.fullmatch(name)
     if match:
         return int(match.group(1))
