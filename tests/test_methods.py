@@ -32,6 +32,11 @@ _ = cli_fixture
 # Small settings per method: a few steps take well under a second each.
 TINY: dict[str, dict[str, dict[str, object]]] = {
     "cyclegan": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8}},
+    # the anti-aliased resnet_2blocks has modules 0..24; 0,4,8,12 = padded input, both down convs, block 1
+    "cut": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "netf_nc": 16},
+            "objective": {"nce_layers": "0,4,8,12", "num_patches": 16}},
+    "fastcut": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "netf_nc": 16},
+                "objective": {"nce_layers": "0,4,8,12", "num_patches": 16}},
     "pix2pix": {"model": {"generator": "unet_32", "ngf": 8, "ndf": 8}},
 }
 
@@ -133,7 +138,7 @@ def test_cli_flags_of_another_method_are_an_error_naming_them(cli: CLI, tmp_path
     assert "--lambda-l1 does not apply to method cyclegan (settings of pix2pix)" in err
     assert not (tmp_path / "r").exists()
     code, _, err = cli(["train", "--method", "nope", "--data", str(tmp_path)])
-    assert code == 2 and "unknown method 'nope'; valid names: cyclegan, pix2pix" in err
+    assert code == 2 and f"unknown method 'nope'; valid names: {', '.join(METHODS.names())}" in err
 
 
 def test_flags_come_from_the_settings() -> None:
