@@ -152,7 +152,7 @@ def check_cut_config(config: TrainConfig) -> None:
     layers = config.objective.layers
     check(layers[-1] < count,
           f"objective.nce_layers={config.objective.nce_layers!r} names module {layers[-1]}, but "
-          f"model.generator={model.generator} (antialias={model.antialias}) has modules 0..{count - 1}")  # fmt: skip
+          f"model.generator={model.generator} (antialias={model.antialias}, antialias_up={model.antialias_up}) has modules 0..{count - 1}")  # fmt: skip
 
 
 def _flip(x: Tensor) -> Tensor:
