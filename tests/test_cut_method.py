@@ -267,7 +267,7 @@ def test_mixed_precision_and_channels_last_keep_the_nce_in_fp32(tmp_path: Path) 
 def test_train_flags(cli: CLI, tmp_path: Path) -> None:
     data = write_tiny_data(tmp_path / "data")
     out = tmp_path / "run"
-    code, stdout, err = cli(["train", "--method", "fastcut", "--lambda-nce", "5", "--data", str(data), "--out", str(out),
+    code, _, err = cli(["train", "--method", "fastcut", "--lambda-nce", "5", "--data", str(data), "--out", str(out),
                              "--steps", "1", "--generator", "resnet_1blocks", "--ngf", "4", "--ndf", "4", "--netf-nc", "8",
                              "--nce-layers", "0,4,8", "--num-patches", "8", "--load-size", "36", "--crop-size", "32",
                              "--workers", "0", "--no-progress", "--no-tensorboard", "--no-export-at-end"])  # fmt: skip

@@ -80,7 +80,7 @@ def test_one_sided_anti_aliasing_is_read_from_the_keys(antialias: bool, antialia
 def test_import_writes_a_release_that_records_the_anti_aliasing(tmp_path: Path, cli: CLI) -> None:
     net = cut_generator(seed=2)
     torch.save(net.state_dict(), tmp_path / "latest_net_G.pth")
-    code, out, err = cli(["models", "import", str(tmp_path / "latest_net_G.pth"), "--out", str(tmp_path / "rel")])
+    code, _, err = cli(["models", "import", str(tmp_path / "latest_net_G.pth"), "--out", str(tmp_path / "rel")])
     assert code == 0, err
     config = json.loads((tmp_path / "rel" / "config.json").read_text())
     assert config["architecture"]["antialias"] is True and config["test_mode"] == "eval"
@@ -156,7 +156,7 @@ def test_a_published_cut_model_is_read_out_of_the_archive(tmp_path: Path, cache:
     with serve_folder(served) as url:
         monkeypatch.setenv("BRUSHWORK_MODEL_URL", url)
         model, config = load_source("cut_horse2zebra")
-        code, out, err = cli(["models", "download", "cut_cityscapes", "--out", str(tmp_path / "rel")])
+        code, _, err = cli(["models", "download", "cut_cityscapes", "--out", str(tmp_path / "rel")])
     assert code == 0, err
     target = cache / "pretrained" / "cut_horse2zebra.pth"
     assert target.read_bytes() == data  # the member itself, byte for byte
