@@ -186,6 +186,7 @@ class CUT(Method):
         # norm treats each sample on its own. (G's forward always sees x and y together, as the
         # official code's does, whatever the norm.)
         self.fuse_passes = model.norm != "batch"
+        self._head: PatchSampleF | None = None  # made by setup()
 
     # ------------------------------------------------------------------------------------------
     # set-up: the projection head
@@ -197,12 +198,12 @@ class CUT(Method):
         builds the same head; its initial weights come from the global RNG, which a resumed run
         then restores from the checkpoint along with the head's trained weights.
         """
-        if "H" in self.networks:
+        if self._head is not None:
             return
         channels = feature_channels(self.networks["G"], self.nce_layers, in_channels=int(batch["A"].shape[1]))
         netf, nc, init_type, gain = self.head_settings
         head = PatchSampleF(channels=channels, nc=nc, mlp=netf == "mlp_sample")
-        self.networks["H"] = init_weights(head, init_type=init_type, gain=gain)
+        self.networks["H"] = self._head = init_weights(head, init_type=init_type, gain=gain)
 
     def phases(self) -> list[Phase]:
         return [Phase("discriminator", ("D",), forward=("G",)), Phase("generator", ("G", "H"))]
@@ -267,9 +268,14 @@ class CUT(Method):
         when ``flipped``), sampled at the keys' locations; new locations are drawn for each
         pair, keys first. The keys carry no gradient (the loss detaches them, as the official
         loss does), so they are computed without one. The head and the loss run in fp32 outside
-        autocast: unit vectors and logits over tau = 0.07 need more than bf16's 8 bits.
+        autocast: unit vectors and logits over tau = 0.07 need more than bf16's 8 bits. The head
+        is called as built, never through a torch.compile wrapper the trainer may put around
+        ``networks["H"]`` (same parameters): it is tiny, and its patch draws must take the
+        global RNG exactly as an eager run does, so compiled and eager runs resume alike.
         """
-        G, H = self.networks["G"], self.networks["H"]
+        G, H = self.networks["G"], self._head
+        if H is None:
+            raise RuntimeError("CUT.setup(batch) must run before the losses: it creates the projection head")
         layers = self.nce_layers
         sources = [src for src, _ in pairs]
         targets = [tgt for _, tgt in pairs]
