@@ -220,6 +220,8 @@ def test_bad_settings_name_themselves() -> None:
     base = {"method": "fastcut", "data": {"root": "d"}}
     with pytest.raises(ConfigError, match=r"objective.gan_mode='wgangp' is not valid; expected one of lsgan, vanilla"):
         resolve_train_config(overrides={**base, "objective": {"gan_mode": "wgangp"}})
+    with pytest.raises(ConfigError, match=r"objective.lambda_gan and objective.lambda_nce are both 0"):
+        resolve_train_config(overrides={**base, "objective": {"lambda_gan": 0, "lambda_nce": 0}})
     with pytest.raises(ConfigError, match=r"model.netf='reshape' is not valid"):
         resolve_train_config(overrides={**base, "model": {"netf": "reshape"}})
     with pytest.raises(ConfigError, match=r"data.crop_size=30 does not suit model.generator=resnet_9blocks"):

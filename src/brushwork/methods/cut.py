@@ -122,6 +122,7 @@ class CUTObjective:
         for name in ("lambda_gan", "lambda_nce"):
             value = getattr(self, name)
             check(value >= 0, f"objective.{name} must be >= 0, got {value}")
+        check(self.lambda_gan > 0 or self.lambda_nce > 0, "objective.lambda_gan and objective.lambda_nce are both 0: the generator would have no loss")
         check(self.nce_t > 0, f"objective.nce_t must be positive, got {self.nce_t}")
         check(self.num_patches >= 1, f"objective.num_patches must be >= 1, got {self.num_patches}")
         parse_layers(self.nce_layers)
