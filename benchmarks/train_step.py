@@ -48,8 +48,12 @@ VARIANTS: dict[str, dict[str, dict[str, object]]] = {
 }
 
 
-def child(method_name: str, variant: str, crop: int, batch: int, iters: int, warmup: int, device_name: str) -> dict[str, object]:
+def child(method_name: str, variant: str, crop: int, batch: int, iters: int, warmup: int, device_name: str,
+          threads: int | None = None) -> dict[str, object]:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from brushwork.config import resolve_train_config
     from brushwork.methods import build_method
@@ -101,6 +105,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads per child (default: torch's; 1 avoids threads waiting on each other on a busy machine)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -110,7 +115,7 @@ def main() -> None:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     if args.child:
         try:
-            print(json.dumps(child(methods[0], variants[0], crops[0], batches[0], args.iters, args.warmup, args.device)))
+            print(json.dumps(child(methods[0], variants[0], crops[0], batches[0], args.iters, args.warmup, args.device, args.threads)))
         except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
             if "out of memory" not in str(exc).lower():
                 raise
@@ -125,7 +130,7 @@ def main() -> None:
                 for method, variant in rows:
                     cmd = [sys.executable, __file__, "--child", "--methods", method, "--variants", variant, "--crops", str(crop),
                            "--batch-sizes", str(batch), "--iters", str(args.iters), "--warmup", str(args.warmup),
-                           "--device", args.device]  # fmt: skip
+                           "--device", args.device, *(["--threads", str(args.threads)] if args.threads else [])]  # fmt: skip
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout
                     results.setdefault((method, variant, crop, batch), []).append(json.loads(out.strip().splitlines()[-1]))
 
@@ -146,15 +151,17 @@ def main() -> None:
                     continue
                 times = [t for r in runs for t in r["times"]]  # type: ignore[union-attr]
                 median = statistics.median(times)
+                per_run = [statistics.median(r["times"]) for r in runs]  # type: ignore[arg-type]
                 cpu = statistics.median(t for r in runs for t in r.get("cpu_times", []))  # type: ignore[union-attr]
                 base = base or median
                 rss = max(int(r["peak_rss"]) for r in runs) / 2**30  # type: ignore[arg-type]
                 gpu = max(int(r["peak_gpu"] or 0) for r in runs) / 2**30  # type: ignore[arg-type]
                 first = statistics.median(float(r["first"]) for r in runs)  # type: ignore[arg-type]
                 print(f"{crop:>5} {batch:>5} {method:>8} {variant:>11} {runs[0]['device']:>6} {runs[0]['precision']:>9} {median:>8.3f} {cpu:>7.2f} "
-                      f"{batch / median:>7.2f} {first:>7.1f}s {rss:>8.2f}G {gpu:>8.2f}G {base / median:>7.2f}x  {runs[0]['setting']}")  # fmt: skip
+                      f"{batch / median:>7.2f} {first:>7.1f}s {rss:>8.2f}G {gpu:>8.2f}G {base / median:>7.2f}x  {runs[0]['setting']}; "
+                      f"per-run medians {min(per_run):.2f}-{max(per_run):.2f} s")  # fmt: skip
                 summary.append({"crop": crop, "batch_size": batch, "method": method, "variant": variant, "median_s": median, "median_cpu_s": cpu, "images_per_s": batch / median,
-                                "peak_rss_gib": rss, "peak_gpu_gib": gpu, "speedup": base / median, "first_iter_s": first,
+                                "per_run_median_s": per_run, "peak_rss_gib": rss, "peak_gpu_gib": gpu, "speedup": base / median, "first_iter_s": first,
                                 "setting": runs[0]["setting"]})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
