@@ -589,17 +589,20 @@ class _CountingReader:
 
 def _extract_from_tar(response: IO[bytes], member: str, tmp: Path, digest: Any, *, url: str, total: int | None,
                       progress: Progress | None) -> None:
-    """Stream a tar archive and copy the regular file ``member`` (a leading ``./`` is ignored) into ``tmp``.
+    """Stream a tar archive and copy the regular file ``member`` into ``tmp``.
 
+    The member is matched by its last two path parts (``<data>_<mode>_pretrained/latest_net_G.pth``),
+    so the archive's top folder (``checkpoints/``, ``./checkpoints/``, none) does not matter.
     Only the member's bytes are written, never a path from the archive, so member names cannot
     escape the cache. Reading stops once the member is complete; a stream that ends inside it
     is an error (tarfile checks the size its header announces).
     """
+    tail = "/".join(member.split("/")[-2:])
     reader = _CountingReader(response, total, progress)
     try:
         with tarfile.open(fileobj=reader, mode="r|") as archive:  # type: ignore[call-overload]
             for info in archive:
-                if info.name.removeprefix("./") != member or not info.isfile():
+                if not info.isfile() or not (info.name == tail or info.name.endswith("/" + tail)):
                     continue
                 source = archive.extractfile(info)
                 assert source is not None  # a regular file
