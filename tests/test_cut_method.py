@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 from torch import Tensor
 
 from brushwork.config import ConfigError, TrainConfig, resolve_train_config
@@ -282,3 +283,37 @@ def test_train_flags(cli: CLI, tmp_path: Path) -> None:
     code, _, err = cli(["train", "--method", "cut", "--lambda-a", "5", "--data", str(data), "--out", str(tmp_path / "r2")])
     assert code == 2 and "--lambda-a does not apply to method cut (settings of cyclegan)" in err
     assert not (tmp_path / "r2").exists()
+
+
+def test_trains_on_real_photos_and_paintings(tmp_path: Path, shared_data: Path) -> None:
+    """Monet paintings (A) -> photos (B) from the shared data set: a few steps, finite losses, a release that stylises."""
+    from brushwork.inference import Stylizer
+    from brushwork.training.run import run_training
+
+    cfg = resolve_train_config(overrides={
+        "method": "cut",
+        "data": {"root": str(shared_data), "load_size": 40, "crop_size": 32, "max_dataset_size": 3, "num_workers": 0},
+        "model": {"generator": "resnet_1blocks", "ngf": 4, "ndf": 4, "netf_nc": 8},
+        "objective": {"nce_layers": "0,4,8,12", "num_patches": 16},
+        "optim": {"max_steps": 3},
+        "run": {"out": str(tmp_path / "run"), "progress": False, "tensorboard": False, "sample_every": 3, "log_every": 1},
+    })  # fmt: skip
+    result = run_training(cfg)
+    assert result.step == 3 and (tmp_path / "run" / "samples" / "step_00000003.png").is_file()
+    photo = sorted((shared_data / "testB").glob("*.jpg"))[0]
+    out = Stylizer.from_pretrained(result.releases["AtoB"], device="cpu", precision="fp32")(photo)
+    with Image.open(photo) as image:
+        assert out.size == image.size
+
+
+def test_a_zero_feature_vector_gives_finite_gradients() -> None:
+    """A patch whose head ReLUs are all off maps to the zero vector; its normalisation must not make NaN gradients."""
+    from brushwork.nn.patchnce import l2_normalize
+
+    x = torch.zeros(1, 2, 4)
+    x[0, 1] = torch.tensor([3.0, 4.0, 0.0, 0.0])
+    x.requires_grad_(True)
+    y = l2_normalize(x)
+    assert torch.allclose(y.detach()[0, 1], torch.tensor([0.6, 0.8, 0.0, 0.0]), atol=1e-6) and not y.detach()[0, 0].any()
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
