@@ -118,12 +118,13 @@ def _patch_nce(cut: CUT, src: Tensor, tgt: Tensor, *, flipped: bool, tau: float)
         ("fastcut", {}, False),  # flip equivariance on, not drawn this time
         ("fastcut", {"nce_idt": True, "lambda_gan": 0.5}, True),  # both terms flipped back
         ("cut", {"lambda_nce": 0.0}, False),  # no PatchNCE: no identity term either, as in the official code
+        ("cut", {"direction": "BtoA"}, False),  # x from B, y from A
     ],
 )
 def test_losses_are_the_papers_formula(method: str, objective: dict[str, Any], flip: bool) -> None:
     cut, batch = tiny_method(method, **objective)
     settings = tiny_config(method, **objective).objective
-    real_a, real_b = batch["A"], batch["B"]
+    real_a, real_b = (batch["A"], batch["B"]) if settings.direction == "AtoB" else (batch["B"], batch["A"])  # x, y
     G, D = cut.networks["G"], cut.networks["D"]
     seed = seed_with_flip(flip)
 
@@ -138,7 +139,7 @@ def test_losses_are_the_papers_formula(method: str, objective: dict[str, Any], f
     x = torch.flip(real_a, dims=(3,)) if flipped else real_a
     with torch.no_grad():
         fake_b = G(x)
-        assert torch.allclose(ctx["fake_B"], fake_b, atol=1e-6)  # G saw the flipped input
+        assert torch.allclose(ctx["fake"], fake_b, atol=1e-6)  # G saw the flipped input
         expected_d = 0.5 * ((D(fake_b) ** 2).mean() + ((D(real_b) - 1) ** 2).mean())  # LSGAN, eq. (1)
         expected_g = settings.lambda_gan * ((D(fake_b) - 1) ** 2).mean().double()
         nce_terms = []
@@ -168,8 +169,8 @@ def test_defaults_are_the_official_ones() -> None:
             "resnet_9blocks", "basic", 64, 64, "instance", False, True, True)
         assert (m.init_type, m.init_gain, m.netf, m.netf_nc) == ("xavier", 0.02, "mlp_sample", 256)
         o = cfg.objective
-        assert (o.gan_mode, o.lambda_gan, o.nce_layers, o.nce_t, o.num_patches, o.nce_negatives) == (
-            "lsgan", 1.0, "0,4,8,12,16", 0.07, 256, "image")
+        assert (o.gan_mode, o.lambda_gan, o.nce_layers, o.nce_t, o.num_patches, o.nce_negatives, o.direction) == (
+            "lsgan", 1.0, "0,4,8,12,16", 0.07, 256, "image", "AtoB")
         assert (cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.lr_policy) == (2e-4, 0.5, 0.999, "linear")
         assert (cfg.data.load_size, cfg.data.crop_size, cfg.data.batch_size, cfg.data.flip) == (286, 256, 1, True)
     assert (cut.objective.lambda_nce, cut.objective.nce_idt, cut.objective.flip_equivariance) == (1.0, True, False)
@@ -190,7 +191,10 @@ def test_networks_head_and_release() -> None:
     assert cut.phases()[0].forward == ("G",) and cut.phases()[1].networks == ("G", "H")
     spec = cut.release_specs()["AtoB"]
     assert spec.network == "G" and spec.architecture["antialias"] is True and spec.architecture["antialias_up"] is True
-    assert set(cut.visuals(batch)) == {"real_A", "fake_B", "real_B", "idt_B"}
+    assert list(cut.visuals(batch)) == ["real_A", "fake_B", "real_B", "idt_B"]
+    back = build_method(tiny_config("cut", direction="BtoA"))
+    assert list(back.release_specs()) == ["BtoA"] and back.release_specs()["BtoA"].source_domain == "B"
+    assert list(back.visuals(batch)) == ["real_B", "fake_A", "real_A", "idt_A"]
     plain = build_method(resolve_train_config(overrides={
         "method": "fastcut", "data": {"root": "d", "load_size": 32, "crop_size": 32},
         "model": {"generator": "resnet_1blocks", "ngf": 4, "ndf": 4, "antialias": False, "antialias_up": False,
@@ -227,7 +231,7 @@ def test_bad_settings_name_themselves() -> None:
         resolve_train_config(overrides={**base, "model": {"netf": "reshape"}})
     with pytest.raises(ConfigError, match=r"data.crop_size=30 does not suit model.generator=resnet_9blocks"):
         resolve_train_config(overrides={**base, "data": {"root": "d", "crop_size": 30}})
-    with pytest.raises(ConfigError, match=r"unknown config key objective.lambda_a; valid keys of objective: flip_equivariance"):
+    with pytest.raises(ConfigError, match=r"unknown config key objective.lambda_a; valid keys of objective: direction, flip_equivariance"):
         resolve_train_config(overrides={**base, "objective": {"lambda_a": 10}})
 
 

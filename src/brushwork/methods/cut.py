@@ -114,11 +114,13 @@ class CUTObjective:
     nce_negatives: str = setting("image", help="image | batch: negatives from the same image (CUT/FastCUT) or the whole batch "
                                               "(the official --nce_includes_all_negatives_from_minibatch).")
     flip_equivariance: bool = setting(False, help="Flip G's input left-right with probability 0.5 and the query features back (CUT off, FastCUT on).")
+    direction: str = setting("AtoB", help="AtoB | BtoA: which domain G translates from (the official --direction).")
 
     def __post_init__(self) -> None:
         # wgangp is left out: the official CUT code has no gradient penalty, so its "wgangp" is an unconstrained critic
         one_of("objective.gan_mode", self.gan_mode, ("lsgan", "vanilla"))
         one_of("objective.nce_negatives", self.nce_negatives, ("image", "batch"))
+        one_of("objective.direction", self.direction, ("AtoB", "BtoA"))
         for name in ("lambda_gan", "lambda_nce"):
             value = getattr(self, name)
             check(value >= 0, f"objective.{name} must be >= 0, got {value}")
@@ -188,6 +190,8 @@ class CUT(Method):
         # official code's does, whatever the norm.)
         self.fuse_passes = model.norm != "batch"
         self._head: PatchSampleF | None = None  # made by setup()
+        # x is the source domain's batch, y the target's (the official set_input swaps them for BtoA)
+        self.source, self.target = ("A", "B") if objective.direction == "AtoB" else ("B", "A")
 
     # ------------------------------------------------------------------------------------------
     # set-up: the projection head
@@ -201,7 +205,7 @@ class CUT(Method):
         """
         if self._head is not None:
             return
-        channels = feature_channels(self.networks["G"], self.nce_layers, in_channels=int(batch["A"].shape[1]))
+        channels = feature_channels(self.networks["G"], self.nce_layers, in_channels=int(batch[self.source].shape[1]))
         netf, nc, init_type, gain = self.head_settings
         head = PatchSampleF(channels=channels, nc=nc, mlp=netf == "mlp_sample")
         self.networks["H"] = self._head = init_weights(head, init_type=init_type, gain=gain)
@@ -215,46 +219,46 @@ class CUT(Method):
     def phase_loss(self, phase: str, batch: dict[str, Tensor], ctx: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         if phase == "discriminator":
             self._forward(batch, ctx)
-            return self._discriminator_loss(batch["B"], ctx["fake_B"])
+            return self._discriminator_loss(batch[self.target], ctx["fake"])
         if phase == "generator":
             return self._generator_loss(batch, ctx)
         raise KeyError(f"CUT has no phase {phase!r}")
 
     def _forward(self, batch: dict[str, Tensor], ctx: dict[str, Any]) -> None:
         """G once per iteration, on x (and y with the identity term), flipped at random for FastCUT."""
-        real_a, real_b = batch["A"], batch["B"]
-        real = torch.cat([real_a, real_b]) if self.nce_idt else real_a
+        real_x, real_y = batch[self.source], batch[self.target]
+        real = torch.cat([real_x, real_y]) if self.nce_idt else real_x
         flipped = self.flip_equivariance and bool(torch.rand(()) < 0.5)  # the global CPU RNG: seeded, checkpointed
         if flipped:
             real = _flip(real)
         fake = self.networks["G"](real)
         ctx["flipped"] = flipped
-        ctx["fake_B"] = fake[: real_a.shape[0]]  # G(x) as G made it (flipped with x): D judges this, as in the official code
+        ctx["fake"] = fake[: real_x.shape[0]]  # G(x) as G made it (flipped with x): D judges this, as in the official code
         if self.nce_idt:
-            ctx["idt_B"] = fake[real_a.shape[0]:]
+            ctx["idt"] = fake[real_x.shape[0]:]  # G(y)
 
-    def _discriminator_loss(self, real_b: Tensor, fake_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _discriminator_loss(self, real_y: Tensor, fake_y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         D = self.networks["D"]
-        fake_b = fake_b.detach()
+        fake_y = fake_y.detach()
         if self.fuse_passes:
-            pred_fake, pred_real = D(torch.cat([fake_b.to(real_b.dtype), real_b])).split(fake_b.shape[0])
+            pred_fake, pred_real = D(torch.cat([fake_y.to(real_y.dtype), real_y])).split(fake_y.shape[0])
         else:
-            pred_fake, pred_real = D(fake_b), D(real_b)
+            pred_fake, pred_real = D(fake_y), D(real_y)
         loss_fake = self.gan_loss(pred_fake, False)
         loss_real = self.gan_loss(pred_real, True)
         return 0.5 * (loss_fake + loss_real), {"D_real": loss_real, "D_fake": loss_fake}
 
     def _generator_loss(self, batch: dict[str, Tensor], ctx: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        fake_b = ctx["fake_B"]
+        fake_y = ctx["fake"]
         losses: dict[str, Tensor] = {}
-        total = fake_b.new_zeros((), dtype=torch.float32)
+        total = fake_y.new_zeros((), dtype=torch.float32)
         if self.lambda_gan > 0:
-            losses["G_GAN"] = self.gan_loss(self.networks["D"](fake_b), True) * self.lambda_gan
+            losses["G_GAN"] = self.gan_loss(self.networks["D"](fake_y), True) * self.lambda_gan
             total = total + losses["G_GAN"]
         if self.lambda_nce > 0:
-            pairs = [(batch["A"], fake_b)]
+            pairs = [(batch[self.source], fake_y)]
             if self.nce_idt:
-                pairs.append((batch["B"], ctx["idt_B"]))
+                pairs.append((batch[self.target], ctx["idt"]))
             nce = self.nce_losses(pairs, flipped=ctx["flipped"])
             losses["NCE"] = nce[0]
             if self.nce_idt:
@@ -306,14 +310,14 @@ class CUT(Method):
 
     @torch.no_grad()
     def visuals(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        G = self.networks["G"]
-        out = {"real_A": batch["A"], "fake_B": G(batch["A"]), "real_B": batch["B"]}
+        G, x, y = self.networks["G"], self.source, self.target
+        out = {f"real_{x}": batch[x], f"fake_{y}": G(batch[x]), f"real_{y}": batch[y]}
         if self.nce_idt:
-            out["idt_B"] = G(batch["B"])
+            out[f"idt_{y}"] = G(batch[y])
         return out
 
     def release_specs(self) -> dict[str, ReleaseSpec]:
-        return {"AtoB": ReleaseSpec("G", dict(self._arch), "A", "B")}
+        return {f"{self.source}to{self.target}": ReleaseSpec("G", dict(self._arch), self.source, self.target)}
 
 
 def _split_layers(feats: list[Tensor], sizes: list[int]) -> list[list[Tensor]]:
