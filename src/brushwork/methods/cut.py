@@ -66,8 +66,8 @@ class CUTModel(ImageGANModel):
     """The official CUT architectures: anti-aliased ResNet 9-block G and PatchGAN D, Xavier init, MLP head."""
 
     init_type: str = setting("xavier", help="normal | xavier | kaiming | orthogonal (each method's default: brushwork methods NAME).")
-    antialias: bool = setting(True, help="Anti-aliased down-sampling in G and D (blur after a stride-1 conv; the CUT code's default, off = its --no_antialias).")
-    antialias_up: bool = setting(True, help="Anti-aliased up-sampling in G (blur, then conv; off = the CUT code's --no_antialias_up).")
+    antialias: bool = setting(True, help="Anti-aliased down-sampling in G and D (blur after a stride-1 conv; the CUT code's default; off is its no_antialias option).")
+    antialias_up: bool = setting(True, help="Anti-aliased up-sampling in G (blur, then conv; off is the CUT code's no_antialias_up option).")
     netf: str = setting("mlp_sample", flag="--netf", help="Projection head: mlp_sample (2-layer MLP per layer) | sample (no MLP).")
     netf_nc: int = setting(256, flag="--netf-nc", help="Width of the projection head's MLP (256).")
 
@@ -112,7 +112,7 @@ class CUTObjective:
     nce_t: float = setting(0.07, flag="--nce-t", help="PatchNCE temperature tau (0.07).")
     num_patches: int = setting(256, help="Patch locations sampled per layer (256).")
     nce_negatives: str = setting("image", help="image | batch: negatives from the same image (CUT/FastCUT) or the whole batch "
-                                              "(the official --nce_includes_all_negatives_from_minibatch).")
+                                              "(the official nce_includes_all_negatives_from_minibatch option).")
     flip_equivariance: bool = setting(False, help="Flip G's input left-right with probability 0.5 and the query features back (CUT off, FastCUT on).")
     direction: str = setting("AtoB", help="AtoB | BtoA: which domain G translates from (the official --direction).")
 
