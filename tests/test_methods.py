@@ -29,10 +29,13 @@ from tests.conftest import write_images, write_tiny_data
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture
 
-# Small settings per method: a few steps take well under a second each.
+# Small settings per method: a few steps take well under a second each. A method's entry may
+# have a "data" section too, which replaces those keys of tiny_config's data settings.
 TINY: dict[str, dict[str, dict[str, object]]] = {
     "cyclegan": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8}},
     "pix2pix": {"model": {"generator": "unet_32", "ngf": 8, "ndf": 8}},
+    # dcgan_64 makes 64x64 images only: the data must come at that size
+    "dcgan": {"model": {"ngf": 4, "ndf": 4}, "data": {"load_size": 64, "crop_size": 64}},
 }
 
 
@@ -133,7 +136,7 @@ def test_cli_flags_of_another_method_are_an_error_naming_them(cli: CLI, tmp_path
     assert "--lambda-l1 does not apply to method cyclegan (settings of pix2pix)" in err
     assert not (tmp_path / "r").exists()
     code, _, err = cli(["train", "--method", "nope", "--data", str(tmp_path)])
-    assert code == 2 and "unknown method 'nope'; valid names: cyclegan, pix2pix" in err
+    assert code == 2 and f"unknown method 'nope'; valid names: {', '.join(METHODS.names())}" in err
 
 
 def test_flags_come_from_the_settings() -> None:
