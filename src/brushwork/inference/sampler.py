@@ -67,7 +67,11 @@ class NoiseSampler:
         Any other model (an image-to-image generator) is refused with a one-line
         :class:`~brushwork.inference.sources.ModelSourceError`. ``options`` go to the constructor.
         """
-        from brushwork.inference.sources import DirectionRequiredError, ModelSourceError, load_source
+        from brushwork.inference.sources import (
+            DirectionRequiredError,
+            ModelSourceError,
+            load_source,
+        )
 
         try:
             model, config = load_source(source, direction=direction, checkpoint=checkpoint, download=download)
@@ -78,8 +82,8 @@ class NoiseSampler:
             ) from None
         if config.pipeline != cls.kind:
             raise ModelSourceError(
-                f"{source} is a {config.pipeline} model ({config.architecture.get('name', '?')}), not a generator of noise "
-                "such as a DCGAN run; use brushwork stylize for it"
+                f"{source} is not a generator of noise (its pipeline is {config.pipeline}, {config.architecture.get('name', '?')}); "
+                "brushwork generate needs one, such as a DCGAN run; use brushwork stylize for it"
             )
         return cls(model, config, **options)
 
