@@ -23,6 +23,8 @@ SHOWN_BY = {
     "cli/compare.py": {"compare"},
     "cli/models.py": {"models list", "models download", "models import"},
     "cli/export.py": {"export"},
+    "cli/generate.py": {"generate"},
+    "inference/generation.py": {"generate"},
     "cli/demo.py": {"demo"},
     "cli/tune.py": {"tune"},
     "cli/methods.py": {"train"},  # it describes train's data flags
