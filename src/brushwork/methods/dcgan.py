@@ -2,19 +2,20 @@
 
 G maps a latent z ~ N(0, I) of length 100 to a 64x64 (or 128x128) image; D maps an image to
 one real/fake logit (:mod:`brushwork.nn.dcgan`). Per iteration, as in the PyTorch DCGAN example
-and the paper's Theano code (D first, then G on the same G(z)):
-  phase "discriminator":  L(D(x), real) + L(D(G(z)), fake)      the sum, no 0.5 (d_cost = real + gen)
+(D first, then G on the same G(z); the paper's Theano code instead alternates one G and one D
+update on successive minibatches):
+  phase "discriminator":  L(D(x), real) + L(D(G(z)), fake)      the sum, no 0.5 (both codes)
   phase "generator":      L(D(G(z)), real)                        the non-saturating loss, through the updated D
 where L is binary cross-entropy on D's logits (``gan_mode`` vanilla; lsgan is an option) and
 z is drawn once per iteration from torch's global CPU generator (checkpointed with the run,
 so a resume continues with the same noise), then moved to the device.
 
-Defaults follow the paper: batch 128, Adam lr 0.0002 with beta1 0.5, weights N(0, 0.02) and
-batch-norm scales N(1, 0.02), no label smoothing; images are resized to the generator's size
+Defaults follow the paper and its code: batch 128, Adam lr 0.0002 with beta1 0.5, weights
+N(0, 0.02) and batch-norm scales N(1, 0.02), no label smoothing; images are resized to the generator's size
 (``resize_and_crop`` with load_size = crop_size = image_size: for square images such as the
 Monet paintings this is the PyTorch example's Resize(64) + CenterCrop(64); an image that is not
-square is squeezed to the square rather than centre-cropped), not flipped, for 25 epochs (the
-example's ``niter``) at a constant learning rate.
+square is squeezed to the square rather than centre-cropped), not flipped, for 25 epochs at a
+constant learning rate (``niter`` 25, ``niter_decay`` 0 in the paper's code and the example).
 """
 
 from __future__ import annotations
