@@ -27,6 +27,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -78,14 +79,20 @@ def _instance_norms(model: nn.Module) -> list[tuple[nn.Module, str, nn.InstanceN
     return found
 
 
-@contextlib.contextmanager
-def frozen_norm_statistics(model: nn.Module) -> Iterator[list[StatsNorm]]:
-    """Swap ``model``'s instance norms for :class:`StatsNorm` (record mode) and restore them after.
+N = TypeVar("N", bound=nn.Module)
 
-    This edits ``model`` in place while the context is open, so pass a copy when other threads
-    may use the network meanwhile (:class:`TiledRunner` does).
+
+@contextlib.contextmanager
+def swapped_instance_norms(model: nn.Module, make: Callable[[nn.InstanceNorm2d], N]) -> Iterator[list[N]]:
+    """Swap each instance norm of ``model`` for ``make(norm)`` and put the originals back after.
+
+    The one mechanism behind every norm that takes its statistics from elsewhere: frozen
+    whole-image statistics for tiles (:func:`frozen_norm_statistics`) and statistics smoothed over
+    video frames (:mod:`brushwork.inference.temporal`). The network classes are untouched. This
+    edits ``model`` in place while the context is open, so pass a copy when other threads may use
+    the network meanwhile (:class:`TiledRunner` does).
     """
-    swaps = [(parent, name, child, StatsNorm(child)) for parent, name, child in _instance_norms(model)]
+    swaps = [(parent, name, child, make(child)) for parent, name, child in _instance_norms(model)]
     for parent, name, _, norm in swaps:
         setattr(parent, name, norm)
     try:
@@ -93,6 +100,11 @@ def frozen_norm_statistics(model: nn.Module) -> Iterator[list[StatsNorm]]:
     finally:
         for parent, name, child, _ in swaps:
             setattr(parent, name, child)
+
+
+def frozen_norm_statistics(model: nn.Module) -> contextlib.AbstractContextManager[list[StatsNorm]]:
+    """Swap ``model``'s instance norms for :class:`StatsNorm` (record mode) and restore them after."""
+    return swapped_instance_norms(model, StatsNorm)
 
 
 @dataclass(frozen=True)
