@@ -26,6 +26,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.inference.io import OutputFolderError
     from brushwork.inference.sources import DownloadError, ModelSourceError
     from brushwork.inference.stylizer import ImageTooSmallError
+    from brushwork.inference.temporal import StableModeError
+    from brushwork.inference.video import VideoReadError, VideoWriteError
     from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
@@ -38,6 +40,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
         MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError, PixelLimitError,
+        VideoReadError, VideoWriteError, StableModeError,
     )  # fmt: skip
 
 

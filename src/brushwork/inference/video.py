@@ -42,6 +42,7 @@ from brushwork.inference.temporal import DEFAULT_CUT_THRESHOLD, DEFAULT_SMOOTHIN
 from brushwork.utils.files import atomic_path
 
 if TYPE_CHECKING:
+    from brushwork.inference.io import BatchReport, InputItem
     from brushwork.inference.stylizer import Stylizer
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,8 @@ class VideoInfo:
     height: int
     rate: Fraction  # average frame rate (nominal, for headers and constant-rate containers)
     time_base: Fraction
-    frames: int | None  # announced by the container, or estimated from its duration; None: unknown
+    announced_frames: int | None  # the container's frame count (MP4, MOV, AVI); None: not announced
+    duration: float | None  # seconds from the first frame to the end of the last, where announced
     rotation: float  # counter-clockwise degrees of the display matrix (0: none)
     display_matrix: tuple[int, ...] | None
     sample_aspect_ratio: Fraction | None
@@ -144,6 +146,24 @@ class VideoInfo:
     @property
     def fps(self) -> float:
         return float(self.rate)
+
+    @property
+    def frames(self) -> int | None:
+        """The frame count announced, or estimated from the duration (for progress); None: unknown."""
+        if self.announced_frames:
+            return self.announced_frames
+        return round(self.duration * self.rate) if self.duration else None
+
+    def check_complete(self, decoded: int, span: float | None) -> None:
+        """A :class:`VideoReadError` if ``decoded`` frames covering ``span`` seconds fall clearly
+        short of what the container announces (a truncated or damaged file)."""
+        if self.announced_frames:
+            if self.announced_frames - decoded > max(2, self.announced_frames // 100):
+                raise VideoReadError(f"{self.path}: truncated or damaged: {decoded} of the {self.announced_frames} "
+                                     "frames it announces could be decoded")  # fmt: skip
+        elif self.duration and span is not None and span < self.duration - max(2 / self.rate, 0.01 * self.duration):
+            raise VideoReadError(f"{self.path}: truncated or damaged: frames for {span:.2f} s of the {self.duration:.2f} s "
+                                 "it announces could be decoded")  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -200,13 +220,14 @@ def _matroska_duration(stream: Any) -> float | None:
         return None
 
 
-def _expected_frames(stream: Any, rate: Fraction) -> int | None:
-    if stream.frames:
-        return int(stream.frames)
-    seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else _matroska_duration(stream)
-    if seconds and stream.start_time and stream.time_base and _matroska_duration(stream):
+def _stream_seconds(stream: Any) -> float | None:
+    """The video stream's announced duration in seconds, from its first frame; None if not announced."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    seconds = _matroska_duration(stream)
+    if seconds and stream.start_time and stream.time_base:
         seconds -= float(stream.start_time * stream.time_base)  # matroska's tag counts from 0, not from the first frame
-    return round(seconds * rate) if seconds and seconds > 0 else None
+    return seconds if seconds and seconds > 0 else None
 
 
 def probe_video(path: Path | str) -> VideoInfo:
@@ -237,7 +258,8 @@ def probe_video(path: Path | str) -> VideoInfo:
         sar = stream.codec_context.sample_aspect_ratio
         return VideoInfo(
             path=path, format=container.format.name, codec=stream.codec.name, width=first.width, height=first.height,
-            rate=Fraction(rate), time_base=Fraction(stream.time_base or Fraction(1, 1) / rate), frames=_expected_frames(stream, Fraction(rate)),
+            rate=Fraction(rate), time_base=Fraction(stream.time_base or Fraction(1, 1) / rate),
+            announced_frames=int(stream.frames) or None, duration=_stream_seconds(stream),
             rotation=rotation, display_matrix=matrix, sample_aspect_ratio=Fraction(sar) if sar else None,
             colour={"colorspace": first.colorspace, "color_range": first.color_range,
                     "color_primaries": first.color_primaries, "color_trc": first.color_trc},
@@ -506,7 +528,7 @@ def _transcode(stylizer: Stylizer, info: VideoInfo, target: Path, report: VideoR
             pending: list[tuple[np.ndarray, int]] = []
 
             def run_batch() -> None:
-                batch = torch.from_numpy(np.stack([rgb for rgb, _ in pending])).permute(0, 3, 1, 2)
+                batch = torch.from_numpy(np.stack([rgb for rgb, _ in pending])).permute(0, 3, 1, 2).contiguous()  # as images are
                 styled = frames(batch).permute(0, 2, 3, 1).numpy()
                 for (rgb, pts), out_rgb in zip(pending, styled, strict=True):
                     picture = np.concatenate([rgb, out_rgb], axis=1) if side_by_side else out_rgb
@@ -517,16 +539,20 @@ def _transcode(stylizer: Stylizer, info: VideoInfo, target: Path, report: VideoR
                     progress(report.frames, info.frames)
 
             decoded = 0
+            first = last = None  # seconds
             for frame in _frames(container, stream, audio, source):
-                rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+                resize = {} if (frame.width, frame.height) == (width, height) else {"width": width, "height": height}
+                rgb = frame.to_ndarray(format="rgb24", **resize)  # (asking for the same size still rescales)
                 pending.append((rgb, writer.timestamp(decoded, frame.pts, frame.time_base)))
                 decoded += 1
+                if frame.pts is not None and frame.time_base is not None:
+                    last = float(frame.pts * frame.time_base)
+                    first = last if first is None else first
                 if len(pending) >= batch_size:
                     run_batch()
             if pending:
                 run_batch()
-            if info.frames is not None and info.frames - decoded > max(2, info.frames // 100):
-                raise VideoReadError(f"{source}: truncated or damaged: {decoded} of the {info.frames} frames it announces could be decoded")
+            info.check_complete(decoded, None if first is None or last is None else last - first + 1 / info.fps)
             writer.flush()
             try:
                 audio.flush()
@@ -557,3 +583,63 @@ def _output(path: Path, muxer: str) -> Iterator[Any]:
         out.close()
     except av.FFmpegError as exc:
         raise VideoWriteError(f"cannot finish the video file ({_why(exc)})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Many files (what ``brushwork stylize`` runs for the videos among its inputs)
+
+FileProgress = Callable[["InputItem", int, "int | None"], None]  # (item, frames done, frames expected)
+
+
+def stylize_video_files(
+    stylizer: Stylizer,
+    items: list[InputItem],
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    progress: FileProgress | None = None,
+    **options: Any,
+) -> tuple[BatchReport, list[VideoReport]]:
+    """Stylise each video of ``items`` into ``out_dir`` under its relative path and name.
+
+    Bad videos are reported in the returned :class:`~brushwork.inference.io.BatchReport` (one
+    line each, naming the file) and leave no output; the others are still written. ``options``
+    go to :func:`stylize_video`.
+    """
+    from brushwork.inference.io import BatchReport, check_output_folder
+    from brushwork.inference.stylizer import ImageTooSmallError
+    from brushwork.inference.temporal import StableModeError
+
+    report, videos = BatchReport(), []
+    start = time.perf_counter()
+    check_output_folder(out_dir)
+    seen: dict[Path, Path] = {}
+    for item in items:
+        target = out_dir / item.relative
+        if target in seen:
+            report.failed.append((item.path, f"{item.path}: output {target} would also be written from {seen[target]}; skipped"))
+            continue
+        seen[target] = item.path
+        if target.exists() and not overwrite:
+            report.skipped.append(target)
+            continue
+
+        def frames_done(done: int, total: int | None, item: InputItem = item) -> None:
+            if progress:
+                progress(item, done, total)
+
+        try:
+            video = stylize_video(stylizer, item.path, target, progress=frames_done, **options)
+        except (VideoReadError, VideoWriteError, StableModeError, ImageTooSmallError, OSError, RuntimeError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not message.startswith(str(item.path)):
+                message = f"{item.path}: {message}"
+            log.error("%s", message)
+            report.failed.append((item.path, message))
+            continue
+        videos.append(video)
+        report.written.append(target)
+        report.warnings += video.warnings
+        report.pixels += video.frames * video.width * video.height
+    report.seconds = time.perf_counter() - start
+    return report, videos
