@@ -30,6 +30,8 @@ SHOWN_BY = {
     "inference/sources.py": {"stylize", "compare", "models download", "models import"},
     "inference/stylizer.py": {"stylize", "compare"},
     "inference/tiling.py": {"stylize", "compare"},
+    "inference/temporal.py": {"stylize"},  # video is only reached through stylize
+    "inference/video.py": {"stylize"},
     "data/imageio.py": {"stylize", "evaluate", "compare", "train"},
     "metrics/evaluate.py": {"evaluate", "compare"},
     "metrics/features.py": {"evaluate", "compare", "train"},

@@ -132,6 +132,15 @@ def test_variable_frame_rate_timestamps_are_kept(tmp_path: Path, stylizer: Styli
     assert np.allclose(times, [p / 1000 for p in pts], atol=1e-3)
 
 
+def test_avi_is_timed_by_frame_index_and_cannot_hold_rotation(tmp_path: Path, stylizer: Stylizer, clip: Path) -> None:
+    report = stylize_video(stylizer, clip, tmp_path / "out.avi")
+    assert any("cannot hold the rotation" in w for w in report.warnings) and report.audio == ["aac copied"]
+    back = stylize_video(stylizer, tmp_path / "out.avi", tmp_path / "back.mp4")  # AVI in: B-frame pts are not usable
+    frames, times = decode(tmp_path / "back.mp4")
+    assert back.frames == len(frames) == 12 and probe_video(tmp_path / "back.mp4").rate == RATE
+    assert np.allclose(times, [i / float(RATE) for i in range(12)], atol=1e-3)
+
+
 def test_webm_output_is_vp9_with_audio_reencoded_to_opus(tmp_path: Path, stylizer: Stylizer, clip: Path) -> None:
     report = stylize_video(stylizer, clip, tmp_path / "out.webm")
     out = probe_video(tmp_path / "out.webm")

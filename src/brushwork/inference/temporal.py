@@ -193,7 +193,7 @@ class FrameStylizer:
     Per-frame mode is ``stylizer.translate`` itself. Stable mode runs a private copy of the
     stylizer whose instance norms are :class:`SmoothedNorm`, so the caller's stylizer (perhaps
     serving other requests) is not touched. ``cuts`` lists the frame indices where the average
-    restarted (the first frame included).
+    restarted in stable mode (the first frame included).
     """
 
     def __init__(self, stylizer: Stylizer, *, temporal: str = "stable", smoothing: float = DEFAULT_SMOOTHING,
@@ -234,11 +234,12 @@ class FrameStylizer:
         """(N, 3, H, W) uint8 frames that follow the previous call's -> stylised (N, 3, H, W) uint8."""
         if frames.dim() != 4 or frames.dtype != torch.uint8:
             raise ValueError(f"expected uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
+        if self.temporal == "per-frame":
+            self.frames_seen += frames.shape[0]
+            return self.stylizer.translate(frames)
         cuts = self.detector(frames)
         self.cuts += [self.frames_seen + int(i) for i in cuts.nonzero().flatten()]
         self.frames_seen += frames.shape[0]
-        if self.temporal == "per-frame":
-            return self.stylizer.translate(frames)
         h, w = frames.shape[-2:]
         if not self.stylizer.fits(1, h, w):
             raise StableModeError(

@@ -515,6 +515,8 @@ def _transcode(stylizer: Stylizer, info: VideoInfo, target: Path, report: VideoR
 
     source, out_w, out_h = info.path, report.width, report.height
     batch_size = max(1, stylizer.batch_size)
+    if muxer == "avi" and info.rotation:
+        report.warnings.append(f"{source}: an AVI file cannot hold the rotation of {info.rotation:g} degrees; it is left out")
     with _open_input(source) as container:
         stream = _video_stream(container, source)
         stream.thread_type = "AUTO"
@@ -558,7 +560,7 @@ def _transcode(stylizer: Stylizer, info: VideoInfo, target: Path, report: VideoR
                 audio.flush()
             except av.FFmpegError as exc:
                 raise VideoWriteError(f"audio could not be re-encoded ({_why(exc)})") from None
-            report.cuts = list(frames.cuts) if temporal == "stable" else []
+            report.cuts = list(frames.cuts)
         if writer.retimed:
             report.warnings.append(f"{source}: {writer.retimed} frame(s) had missing or repeated timestamps; retimed at {float(info.rate):.3f} fps")
 
