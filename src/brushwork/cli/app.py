@@ -26,7 +26,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.data.unpaired import DatasetError
     from brushwork.inference.io import OutputFolderError
     from brushwork.inference.sources import DownloadError, ModelSourceError
-    from brushwork.inference.stylizer import ImageTooSmallError
+    from brushwork.inference.stylizer import ImageTooLargeForModeError, ImageTooSmallError
     from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
@@ -37,7 +37,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
-        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError, PixelLimitError,
+        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, ImageTooLargeForModeError, DeviceError, PixelLimitError,
     )  # fmt: skip
 
 

@@ -32,6 +32,8 @@ def stylize(
     batch_size: Annotated[int, Opt("--batch-size", "-b", help="Same-size images per forward pass.")] = 4,
     tile_size: Annotated[int | None, Opt(help="Process in tiles of this side (default: only above the memory budget).")] = None,
     memory_gb: Annotated[float | None, Opt("--memory-gb", help="Memory budget of one forward pass in GiB.")] = None,
+    test_mode: Annotated[str | None, Opt("--test-mode", help="eval | train_like: batch norm and dropout at test time (default: the model's; pix2pix: train_like, as its authors test).")] = None,
+    seed: Annotated[int, Opt(help="Seed of train_like's dropout noise (0).")] = 0,
     no_progress: Annotated[bool, Opt("--no-progress", help="No progress bar.")] = False,
     verbose: Annotated[bool, Opt("--verbose", "-v")] = False,
 ) -> None:
@@ -58,6 +60,7 @@ def stylize(
         stylizer = Stylizer.from_pretrained(
             model, direction=direction, norm=norm, device=device, precision=precision, batch_size=batch_size,
             tile_size=tile_size, memory_budget=int(memory_gb * (1 << 30)) if memory_gb else None,
+            test_mode=test_mode, seed=seed,
         )
     except DirectionRequiredError as exc:
         raise ModelSourceError(f"{exc} (use --direction {'|'.join(exc.directions)})") from None

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from brushwork.data.transforms import unit_to_uint8
 from brushwork.inference.pipeline import ImagePipeline, register_pipeline
 from brushwork.inference.tiling import TiledRunner, to_unit
+from brushwork.nn.modes import apply_test_mode, check_test_mode
 from brushwork.release import ReleaseConfig
 from brushwork.tuning import choose_speed
 from brushwork.utils.device import resolve_device
@@ -44,6 +45,10 @@ GIB = 1 << 30
 
 class ImageTooSmallError(ValueError):
     """An image is too small to stylise; the message names its size and the minimum."""
+
+
+class ImageTooLargeForModeError(ValueError):
+    """An image would need tiling, which the model's test mode does not allow."""
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -105,7 +110,9 @@ class Stylizer(ImagePipeline):
     downscaled copy that gives tiled images their instance-norm statistics; None: the largest
     that fits the budget, see :mod:`brushwork.inference.tiling`),
     ``compile`` (``torch.compile`` the network; pays back only over many images), ``copy_model``
-    (work on a copy, so that the network passed in is not cast or moved).
+    (work on a copy, so that the network passed in is not cast or moved), ``test_mode`` (how
+    batch norm and dropout behave: None takes the release's, ``eval`` or ``train_like``, see
+    :mod:`brushwork.nn.modes`) and ``seed`` (of train_like's dropout noise).
     """
 
     def __init__(
@@ -123,6 +130,8 @@ class Stylizer(ImagePipeline):
         stats_size: int | None = None,
         compile: bool = False,
         copy_model: bool = True,
+        test_mode: str | None = None,
+        seed: int = 0,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -141,6 +150,9 @@ class Stylizer(ImagePipeline):
         model = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
+        # batch norm and dropout as the authors test (pix2pix: per-image statistics, seeded dropout)
+        self.test_mode = check_test_mode(test_mode or config.test_mode)
+        self.test_time = apply_test_mode(model, self.test_mode, seed=seed)
         self.model = model
         self._forward: nn.Module = torch.compile(model) if compile else model  # type: ignore[assignment]
         self.batch_size = batch_size
@@ -247,6 +259,12 @@ class Stylizer(ImagePipeline):
     def _translate_tiled(self, x: Tensor) -> Tensor:
         """One (C, H, W) image (uint8, or float in [-1, 1]) in tiles; the result has the input's dtype."""
         h, w = x.shape[-2:]
+        if self.test_mode == "train_like":
+            raise ImageTooLargeForModeError(
+                f"image of {w}x{h} pixels does not fit the memory budget, and this model's test mode (train_like: "
+                "per-image batch-norm statistics and dropout, as its authors test) cannot be tiled; give a larger "
+                "memory budget, resize the image, or use test_mode='eval'"
+            )
         ph, pw = self._padded_size(h, w)
         tile = self.tile_side()
         # statistics from the largest version of the whole image that fits the budget

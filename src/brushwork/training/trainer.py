@@ -37,6 +37,7 @@ from brushwork.config import TrainConfig
 from brushwork.data.builders import TrainingData
 from brushwork.methods.base import Method
 from brushwork.nn.conv import gemm_weight_grad
+from brushwork.nn.modes import authors_test_mode
 from brushwork.release import release_config_for, save_release
 from brushwork.training.compiling import CompilePlan, compile_errors, compile_network, plan_compile
 from brushwork.training.logger import MetricLogger
@@ -482,6 +483,7 @@ def export_releases(
             target=spec.target_domain,
             train_size=config.data.crop_size,
             pipeline=spec.pipeline,
+            test_mode=authors_test_mode(spec.architecture),  # pix2pix: the authors' train-mode test (brushwork.nn.modes)
             provenance={"method": config.method, "step": step, "run": str(run_dir), "data": config.data.root
                         or f"{config.data.dir_a} | {config.data.dir_b}"},
         )
