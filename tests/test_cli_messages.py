@@ -25,6 +25,7 @@ SHOWN_BY = {
     "cli/export.py": {"export"},
     "cli/demo.py": {"demo"},
     "cli/tune.py": {"tune"},
+    "cli/methods.py": {"train"},  # it describes train's data flags
     "tuning.py": {"train"},  # the one message naming a flag is about training settings
     "inference/io.py": {"stylize"},  # compare's model runs pass fmt="png": no --format message can arise
     "inference/sources.py": {"stylize", "compare", "models download", "models import"},
@@ -39,6 +40,8 @@ SHOWN_BY = {
     "metrics/scores.py": {"evaluate", "compare", "train"},
     "metrics/report.py": {"compare"},
     "release.py": {"stylize", "compare", "export", "models download", "models import", "train"},
+    # methods name their settings' flags (setting(flag=...)) and messages about them: train's
+    **{f"methods/{p.name}": {"train"} for p in (SRC / "methods").glob("*.py")},
 }
 # Flags a message may name although a command in SHOWN_BY lacks them, with the reason.
 UNREACHABLE = {

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from brushwork.config import ConfigError, TrainConfig, build_dataclass, resolve_train_config
+from brushwork import checkpoints as ckpt
+from brushwork.config import ConfigError, TrainConfig, resolve_train_config
 from brushwork.methods import build_method
-from brushwork.training import checkpoint as ckpt
 from brushwork.training import compiling
 from brushwork.training.compiling import AUTO_MIN_STEPS, CompileFailedError, plan_compile
 from brushwork.training.logger import read_log
@@ -26,7 +26,7 @@ needs_compiler = pytest.mark.skipif(compiling.missing_toolchain(CPU) is not None
 def test_compile_setting_is_true_false_or_auto() -> None:
     assert resolve_train_config(overrides={"data": {"root": "x"}}).run.compile == "auto"
     assert resolve_train_config(assignments=["data.root=x", "run.compile=false"]).run.compile is False
-    assert build_dataclass(TrainConfig, {"data": {"root": "x"}, "run": {"compile": True}}).run.compile is True
+    assert TrainConfig.from_dict({"data": {"root": "x"}, "run": {"compile": True}}).run.compile is True
     with pytest.raises(ConfigError, match=r"run\.compile='sometimes'.*true, false or auto"):
         resolve_train_config(assignments=["data.root=x", "run.compile=sometimes"])
 

@@ -11,7 +11,6 @@ import yaml
 from brushwork.config import (
     ConfigError,
     TrainConfig,
-    build_dataclass,
     load_yaml,
     resolve_train_config,
 )
@@ -51,7 +50,7 @@ def test_precedence_defaults_yaml_flags_set(tmp_path: Path) -> None:
 def test_saved_config_round_trips(tmp_path: Path) -> None:
     cfg = resolve_train_config(overrides={"data": {"root": "d", "max_dataset_size": 5}, "run": {"seed": 3}})
     cfg.save(tmp_path / "config.yaml")
-    assert build_dataclass(TrainConfig, load_yaml(tmp_path / "config.yaml")) == cfg
+    assert TrainConfig.from_dict(load_yaml(tmp_path / "config.yaml")) == cfg
 
 
 @pytest.mark.parametrize(

@@ -141,7 +141,7 @@ def test_old_instance_norm_running_stats_are_dropped(tmp_path: Path) -> None:
         ({}, "the state dict is empty"),
         ({"encoder.weight": torch.zeros(2, 2)}, "unexpected key 'encoder.weight'"),
         ({"module.model.1.weight": torch.zeros(4, 3, 7, 7)}, "wrapper prefix ('module.model.1.weight')"),
-        ({"model.model.0.weight": torch.zeros(8, 3, 4, 4)}, "looks like a U-Net generator"),
+        ({"model.model.0.weight": torch.zeros(8, 3, 4, 4)}, "U-Net of 1 levels; the official U-Net has at least 5"),
     ],
 )
 def test_bad_state_dicts_name_what_was_found(tmp_path: Path, content: object, message: str) -> None:
@@ -189,9 +189,9 @@ def test_release_folder_and_direction_check(tmp_path: Path) -> None:
 
 
 def test_training_run_folder_with_direction(tmp_path: Path) -> None:
+    from brushwork.checkpoints import save_checkpoint
     from brushwork.config import resolve_train_config
     from brushwork.methods import build_method
-    from brushwork.training.checkpoint import save_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()

@@ -13,6 +13,7 @@ from brushwork.nn import (
     GENERATORS,
     build_discriminator,
     build_generator,
+    generator_input,
     init_weights,
 )
 from brushwork.registry import RegistryError
@@ -76,7 +77,11 @@ def test_patchgan_layout_and_output() -> None:
     assert net(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 30, 30)
 
 
-@pytest.mark.parametrize("name", [*GENERATORS.names(), "resnet_2blocks"])
+IMAGE_GENERATORS = [name for name in GENERATORS.names() if generator_input(name) == "image"]
+PATCH_DISCRIMINATORS = [name for name in DISCRIMINATORS.names() if not name.startswith("dcgan_")]  # DCGAN: test_dcgan_nets.py
+
+
+@pytest.mark.parametrize("name", [*IMAGE_GENERATORS, "resnet_2blocks"])
 def test_every_generator_keeps_shape(name: str) -> None:
     net = build_generator(name, ngf=4)
     side = 256 if name == "unet_256" else 128 if name == "unet_128" else 36
@@ -96,7 +101,7 @@ def test_resnet_norms_and_paddings(norm: str, padding: str) -> None:
     assert all((conv.bias is not None) == (norm != "batch") for conv in block_convs)
 
 
-@pytest.mark.parametrize("name", DISCRIMINATORS.names())
+@pytest.mark.parametrize("name", PATCH_DISCRIMINATORS)
 def test_every_discriminator(name: str) -> None:
     net = build_discriminator(name, ndf=4, n_layers=2)
     out = net(torch.randn(2, 3, 64, 64))

@@ -36,13 +36,13 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_release_rebuilds_the_generator_from_the_folder_alone(trained_run: Path) -> None:
-    from brushwork.training.checkpoint import list_checkpoints
+    from brushwork.checkpoints import list_checkpoints
 
     state = torch.load(list_checkpoints(trained_run)[-1], weights_only=False)
     for direction, net in (("AtoB", "G"), ("BtoA", "F")):
         folder = trained_run / "release" / direction
         config = json.loads((folder / "config.json").read_text())
-        assert config["format"] == "brushwork.generator" and config["format_version"] == 1
+        assert config["format"] == "brushwork.generator" and config["format_version"] == 2 and config["pipeline"] == "image-to-image"
         assert config["architecture"]["name"] == "resnet_2blocks" and config["architecture"]["ngf"] == 8
         assert config["direction"] == direction and config["preprocessing"]["size_multiple"] == 4
         model, _ = load_release(folder)

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from brushwork import checkpoints as ckpt
 from brushwork.config import OptimConfig, resolve_train_config
 from brushwork.data.builders import build_unpaired
 from brushwork.methods import build_method
 from brushwork.methods.losses import GANLoss, gradient_penalty
 from brushwork.methods.pool import ImagePool
-from brushwork.training import checkpoint as ckpt
 from brushwork.training.logger import read_log
 from brushwork.training.run import run_training
 from brushwork.training.schedulers import build_scheduler, step_scheduler

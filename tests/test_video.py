@@ -233,6 +233,13 @@ def test_stable_without_smoothing_is_per_frame_bit_for_bit(stylizer: Stylizer, c
     assert torch.equal(out, stylizer.translate(decoded))
 
 
+def test_stable_mode_without_instance_norms_runs_per_frame_and_says_so(tmp_path: Path, clip: Path) -> None:
+    net, config = tiny_generator(norm="none")
+    plain = Stylizer(net, config, device="cpu", precision="fp32", channels_last=False, batch_size=4)
+    report = stylize_video(plain, clip, tmp_path / "out.mkv", crf=0)
+    assert report.temporal == "per-frame" and any("no instance norms" in w for w in report.warnings)
+
+
 def test_smoothed_norm_is_the_ema_of_the_statistics() -> None:
     """One layer against the formula, with a restart, a batch split in two, and affine parameters."""
     torch.manual_seed(0)

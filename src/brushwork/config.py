@@ -17,27 +17,36 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from brushwork.nn.generators import is_valid_generator_name
-from brushwork.nn.init import INIT_TYPES
-from brushwork.nn.layers import NORMS, PADDINGS
-
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it."""
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
 
 
-def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"{name}={value!r} is not valid; expected one of {', '.join(choices)}")
+def one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    check(value in choices, f"{name}={value!r} is not valid; expected one of {', '.join(choices)}")
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, short: str | None = None,
+            cli: bool = True, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with what the command line needs to offer it as a flag.
+
+    ``brushwork train`` makes one flag per field: ``--<field-name>`` unless ``flag`` names it
+    (``"--steps"``; for a boolean ``"--compile/--no-compile"``); ``cli=False`` keeps it to YAML
+    and ``--set``. ``help`` is the flag's help text.
+    """
+    metadata = {"help": help, "flag": flag, "short": short, "cli": cli}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-GAN_MODES = ("lsgan", "vanilla", "wgangp")
-LR_POLICIES = ("linear", "step", "cosine", "plateau", "constant")
+LR_POLICIES = ("linear", "step", "cosine", "plateau", "constant", "inverse")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
@@ -45,138 +54,66 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 class DataConfig:
     """Where the two domains come from and how images are prepared (reference defaults)."""
 
-    root: str | None = None  # DATA with trainA/ trainB/ (testA/ testB/)
-    dir_a: str | None = None  # or two arbitrary folders
-    dir_b: str | None = None
-    load_size: int = 286
-    crop_size: int = 256
-    preprocess: str = "resize_and_crop"
-    flip: bool = True
-    max_dataset_size: int | None = None
-    batch_size: int = 1
-    num_workers: int = 2
-    skip_bad_images: bool = False
-    serial_batches: bool = False  # take B in order instead of at random
-    cache: str = "auto"  # decode once and keep uint8 tensors in RAM: auto|ram|none
+    root: str | None = setting(None, flag="--data", help="Data folder: trainA/ and trainB/ (unpaired), train/ of aligned AB images or trainA/ trainB/ matched by name (paired), or a folder of images (one domain).")
+    dir_a: str | None = setting(None, flag="--data-a", help="Folder of domain A images (instead of --data).")
+    dir_b: str | None = setting(None, flag="--data-b", help="Folder of domain B images (instead of --data).")
+    load_size: int = setting(286, help="Resize to this size before cropping (286).")
+    crop_size: int = setting(256, help="Random crop size (256).")
+    preprocess: str = setting("resize_and_crop", help="resize_and_crop | crop | scale_width | scale_width_and_crop | none")
+    flip: bool = setting(True, help="Flip images left-right at random (on).")
+    max_dataset_size: int | None = setting(None, help="Use at most this many images per domain.")
+    batch_size: int = setting(1, short="-b", help="Batch size (1).")
+    num_workers: int = setting(2, flag="--workers", help="Data loader worker processes (2).")
+    skip_bad_images: bool = setting(False, help="Skip unreadable images (counted) instead of stopping.")
+    serial_batches: bool = setting(False, help="Take images in order instead of at random.")
+    cache: str = setting("auto", help="Decode images once and keep them in RAM: auto | ram | none.")
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.root is not None or (self.dir_a is not None and self.dir_b is not None),
             "data: give data.root (a folder with trainA/ and trainB/) or both data.dir_a and data.dir_b",
         )
-        _one_of("data.preprocess", self.preprocess, PREPROCESS_MODES)
-        _check(self.load_size > 0, f"data.load_size must be positive, got {self.load_size}")
-        _check(self.crop_size > 0, f"data.crop_size must be positive, got {self.crop_size}")
+        one_of("data.preprocess", self.preprocess, PREPROCESS_MODES)
+        check(self.load_size > 0, f"data.load_size must be positive, got {self.load_size}")
+        check(self.crop_size > 0, f"data.crop_size must be positive, got {self.crop_size}")
         if self.preprocess in ("resize_and_crop", "scale_width_and_crop"):
-            _check(
+            check(
                 self.crop_size <= self.load_size,
                 f"data.crop_size={self.crop_size} is larger than data.load_size={self.load_size}; "
                 "the crop must fit inside the resized image",
             )
-        _check(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
-        _check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
-        _check(
+        check(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
+        check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        check(
             self.max_dataset_size is None or self.max_dataset_size >= 1,
             f"data.max_dataset_size must be >= 1, got {self.max_dataset_size}",
         )
-        _one_of("data.cache", self.cache, ("auto", "ram", "none"))
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Network architectures (CycleGAN reference defaults)."""
-
-    generator: str = "resnet_9blocks"
-    discriminator: str = "basic"
-    ngf: int = 64
-    ndf: int = 64
-    n_layers_d: int = 3
-    norm: str = "instance"
-    dropout: bool = False
-    padding: str = "reflect"
-    init_type: str = "normal"
-    init_gain: float = 0.02
-    in_channels: int = 3
-    out_channels: int = 3
-
-    def __post_init__(self) -> None:
-        _check(
-            is_valid_generator_name(self.generator),
-            f"model.generator={self.generator!r} is not valid; expected resnet_<N>blocks "
-            "(resnet_9blocks, resnet_6blocks) or unet_<2^k> (unet_128, unet_256)",
-        )
-        _one_of("model.discriminator", self.discriminator, ("basic", "n_layers", "pixel"))
-        _one_of("model.norm", self.norm, NORMS)
-        _one_of("model.padding", self.padding, PADDINGS)
-        _one_of("model.init_type", self.init_type, INIT_TYPES)
-        for name in ("ngf", "ndf", "n_layers_d"):
-            value = getattr(self, name)
-            _check(value >= 1, f"model.{name} must be >= 1, got {value}")
-        for name in ("in_channels", "out_channels"):  # kept as fields: release configs record them
-            value = getattr(self, name)
-            _check(value == 3, f"model.{name}={value} is not supported; expected 3 (training images are always read as RGB)")
-        _check(self.init_gain > 0, f"model.init_gain must be positive, got {self.init_gain}")
-
-    def generator_kwargs(self, *, in_channels: int | None = None, out_channels: int | None = None) -> dict[str, Any]:
-        """Constructor arguments of the generator (what a release artifact records)."""
-        return {
-            "in_channels": self.in_channels if in_channels is None else in_channels,
-            "out_channels": self.out_channels if out_channels is None else out_channels,
-            "ngf": self.ngf,
-            "norm": self.norm,
-            "dropout": self.dropout,
-            "padding": self.padding,
-        }
-
-    def discriminator_kwargs(self, *, in_channels: int | None = None) -> dict[str, Any]:
-        return {
-            "in_channels": self.in_channels if in_channels is None else in_channels,
-            "ndf": self.ndf,
-            "n_layers": self.n_layers_d,
-            "norm": self.norm,
-        }
-
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    """Loss weights (Zhu et al. 2017, eq. 3 and the identity term of section 5.2)."""
-
-    gan_mode: str = "lsgan"
-    lambda_a: float = 10.0  # cycle weight for A -> B -> A
-    lambda_b: float = 10.0  # cycle weight for B -> A -> B
-    lambda_identity: float = 0.5  # identity weight, relative to lambda_a / lambda_b
-    pool_size: int = 50
-    lambda_gp: float = 10.0  # WGAN-GP gradient penalty weight (Gulrajani et al. 2017)
-
-    def __post_init__(self) -> None:
-        _one_of("objective.gan_mode", self.gan_mode, GAN_MODES)
-        for name in ("lambda_a", "lambda_b", "lambda_identity", "lambda_gp"):
-            value = getattr(self, name)
-            _check(value >= 0, f"objective.{name} must be >= 0, got {value}")
-        _check(self.pool_size >= 0, f"objective.pool_size must be >= 0, got {self.pool_size}")
+        one_of("data.cache", self.cache, ("auto", "ram", "none"))
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     """Adam and the learning-rate schedule (reference: 100 epochs constant + 100 linear decay)."""
 
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lr_policy: str = "linear"
-    epochs: int = 100  # epochs at the initial learning rate
-    epochs_decay: int = 100  # epochs of decay after that (linear and cosine)
-    lr_decay_epochs: int = 50  # step policy: multiply by 0.1 every this many epochs
-    max_steps: int | None = None  # stop after this many iterations (overrides the epoch count)
+    lr: float = setting(2e-4, help="Adam learning rate (0.0002).")
+    beta1: float = setting(0.5, help="Adam beta1 (0.5).")
+    beta2: float = setting(0.999, help="Adam beta2 (0.999).")
+    lr_policy: str = setting("linear", help="linear | step | cosine | plateau | constant | inverse")
+    epochs: int = setting(100, help="Epochs at the initial learning rate (100).")
+    epochs_decay: int = setting(100, help="Epochs of learning-rate decay after that (100; linear and cosine).")
+    lr_decay_epochs: int = setting(50, help="step policy: multiply the rate by 0.1 every this many epochs (50).")
+    lr_decay_rate: float = setting(5e-5, help="inverse policy: rate = lr / (1 + this x iteration) (AdaIN: 5e-5).")
+    max_steps: int | None = setting(None, flag="--steps", help="Stop after this many iterations (the schedule is fitted to them).")
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, f"optim.lr must be positive, got {self.lr}")
-        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
-        _one_of("optim.lr_policy", self.lr_policy, LR_POLICIES)
-        _check(self.epochs >= 0 and self.epochs_decay >= 0, "optim.epochs and optim.epochs_decay must be >= 0")
-        _check(self.epochs + self.epochs_decay >= 1 or self.max_steps, "training needs at least one epoch or step")
-        _check(self.lr_decay_epochs >= 1, f"optim.lr_decay_epochs must be >= 1, got {self.lr_decay_epochs}")
-        _check(self.max_steps is None or self.max_steps >= 1, f"optim.max_steps must be >= 1, got {self.max_steps}")
+        check(self.lr > 0, f"optim.lr must be positive, got {self.lr}")
+        check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
+        one_of("optim.lr_policy", self.lr_policy, LR_POLICIES)
+        check(self.epochs >= 0 and self.epochs_decay >= 0, "optim.epochs and optim.epochs_decay must be >= 0")
+        check(self.epochs + self.epochs_decay >= 1 or self.max_steps, "training needs at least one epoch or step")
+        check(self.lr_decay_epochs >= 1, f"optim.lr_decay_epochs must be >= 1, got {self.lr_decay_epochs}")
+        check(self.lr_decay_rate >= 0, f"optim.lr_decay_rate must be >= 0, got {self.lr_decay_rate}")
+        check(self.max_steps is None or self.max_steps >= 1, f"optim.max_steps must be >= 1, got {self.max_steps}")
 
     @property
     def total_epochs(self) -> int:
@@ -187,56 +124,67 @@ class OptimConfig:
 class RunConfig:
     """Where the run lives and how often it reports, samples and saves."""
 
-    out: str = "runs/cyclegan"
-    seed: int = 0
-    device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
-    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (CPU: the fastest measured, brushwork.tuning; CUDA: bf16)
-    channels_last: bool | None = None  # NHWC layout; None = auto (CPU: measured, brushwork.tuning; CUDA: on)
-    gemm_weight_grad: bool | None = None  # conv weight gradients as GEMMs (CPU, fp32, NHWC); None = measured
-    compile: bool | str = "auto"  # torch.compile the networks: true | false | auto (long runs, when a compiler is present)
-    log_every: int = 10
-    sample_every: int = 500
-    checkpoint_every: int = 5000
-    keep_checkpoints: int = 3
-    tensorboard: bool = True
-    export_at_end: bool = True
-    progress: bool = True
-    deterministic: bool = False
+    out: str = setting("", short="-o", help="Run folder (default runs/<method>).")
+    seed: int = setting(0, help="Random seed (0).")
+    device: str = setting("auto", help="auto | cpu | cuda | cuda:N | mps")
+    precision: str = setting("auto", help="fp32 | bf16 | fp16 | auto (CPU: the fastest measured on this machine; CUDA: bf16)")
+    channels_last: bool | None = setting(None, help="NHWC memory layout (default: measured on this CPU; CUDA: on).")
+    gemm_weight_grad: bool | None = setting(None, help="Conv weight gradients as GEMMs (CPU, fp32, channels_last; default: measured on this CPU).")
+    compile: bool | str = setting("auto", flag="--compile/--no-compile", help="torch.compile the networks (default: auto, on for runs of 2000+ iterations when a compiler is present).")
+    log_every: int = setting(10, help="Log losses every N steps (10).")
+    sample_every: int = setting(500, help="Save a sample grid every N steps (500).")
+    checkpoint_every: int = setting(5000, help="Save a checkpoint every N steps (5000).")
+    keep_checkpoints: int = setting(3, help="Keep the newest K checkpoints (3).")
+    tensorboard: bool = setting(True, help="Write TensorBoard logs (on).")
+    export_at_end: bool = setting(True, help="Write release folders at the end (on).")
+    progress: bool = setting(True, help="Show a progress bar (on).")
+    deterministic: bool = setting(False, help="Deterministic algorithms where PyTorch has them (slower).")
 
     def __post_init__(self) -> None:
-        _one_of("run.precision", self.precision, PRECISIONS)
-        _check(isinstance(self.compile, bool) or self.compile == "auto",
+        check(bool(self.out), "run.out is empty; give a run folder")
+        one_of("run.precision", self.precision, PRECISIONS)
+        check(isinstance(self.compile, bool) or self.compile == "auto",
                f"run.compile={self.compile!r} is not valid; expected true, false or auto")  # fmt: skip
         for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
             value = getattr(self, name)
-            _check(value >= 1, f"run.{name} must be >= 1, got {value}")
+            check(value >= 1, f"run.{name} must be >= 1, got {value}")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation on the test split during training (KID/FID of each direction; 0 = off)."""
 
-    every: int = 0  # evaluate every N steps; 0 turns it off
-    metric: str = "kid"  # the metric that picks the best checkpoint (lower is better): kid|fid
-    max_images: int | None = None  # use at most this many test images per domain
-    inception_weights: str | None = None  # else $BRUSHWORK_INCEPTION_WEIGHTS or torch hub's cache
-    batch_size: int = 16
+    every: int = setting(0, flag="--eval-every", help="Evaluate KID/FID on the test split every N steps and keep the best model (0 = off).")
+    metric: str = setting("kid", flag="--eval-metric", help="kid | fid: picks the best model (RUN/best/<name>/).")
+    max_images: int | None = setting(None, flag="--eval-max-images", help="Evaluate on at most N test images per domain.")
+    inception_weights: str | None = setting(None, flag="--inception-weights", help="Inception weights file for --eval-every (else $BRUSHWORK_INCEPTION_WEIGHTS or torch hub's cache).")
+    batch_size: int = setting(16, flag="--eval-batch-size", help="Images per Inception forward pass (16).")
+    samples: int = setting(1000, flag="--eval-samples", help="Images a noise -> image generator makes per evaluation (1000).")
 
     def __post_init__(self) -> None:
-        _check(self.every >= 0, f"eval.every must be >= 0 (0 = off), got {self.every}")
-        _one_of("eval.metric", self.metric, ("kid", "fid"))
-        _check(self.max_images is None or self.max_images >= 2, f"eval.max_images must be >= 2, got {self.max_images}")
-        _check(self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}")
+        check(self.every >= 0, f"eval.every must be >= 0 (0 = off), got {self.every}")
+        one_of("eval.metric", self.metric, ("kid", "fid"))
+        check(self.max_images is None or self.max_images >= 2, f"eval.max_images must be >= 2, got {self.max_images}")
+        check(self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}")
+        check(self.samples >= 2, f"eval.samples must be >= 2, got {self.samples}")
+
+
+SHARED_SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "run": RunConfig, "eval": EvalConfig}
+METHOD_SECTIONS = ("model", "objective")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: str = "cyclegan"
-    data: DataConfig = field(default_factory=DataConfig)  # fails unless data is given
-    model: ModelConfig = field(default_factory=ModelConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """A whole run's settings. ``model`` and ``objective`` are the chosen method's own dataclasses
+    (``brushwork.methods``: each method registers its types and defaults); build one with
+    :func:`resolve_train_config` or :meth:`from_dict`, which pick those types by ``method``."""
+
+    method: str
+    data: DataConfig
+    model: Any
+    objective: Any
     optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/run"))
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,6 +194,35 @@ class TrainConfig:
         from brushwork.utils.files import atomic_write_text
 
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from nested settings: the method's defaults < ``values``; unknown keys are errors."""
+        from brushwork.methods import method_spec
+
+        values = dict(values)
+        method = values.pop("method", "cyclegan")
+        check(isinstance(method, str), f"method must be a name, got {method!r}")
+        spec = method_spec(method)
+        unknown = sorted(set(values) - set(SHARED_SECTIONS) - set(METHOD_SECTIONS))
+        if unknown:
+            valid = ", ".join(["method", *SHARED_SECTIONS, *METHOD_SECTIONS])
+            raise ConfigError(f"unknown config key {unknown[0]}; valid sections: {valid}")
+        merged = deep_merge(spec.defaults, values)
+        run = dict(merged.get("run") or {})
+        if not run.get("out"):
+            run["out"] = f"runs/{method}"
+        merged["run"] = run
+        sections: dict[str, Any] = {}
+        types = {**SHARED_SECTIONS, "model": spec.model, "objective": spec.objective}
+        for name, section_type in types.items():
+            section_values = merged.get(name) or {}
+            if not isinstance(section_values, Mapping):
+                raise ConfigError(f"{name} must be a mapping of settings, got {section_values!r}")
+            sections[name] = build_dataclass(section_type, section_values, name)
+        config = cls(method=method, **sections)
+        spec.check(config)
+        return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,7 +341,7 @@ def resolve_train_config(
     overrides: Mapping[str, Any] | None = None,
     assignments: list[str] | None = None,
 ) -> TrainConfig:
-    """defaults < YAML file < ``overrides`` (flags, nested dict) < ``--set`` assignments."""
+    """defaults (the method's) < YAML file < ``overrides`` (flags, nested dict) < ``--set`` assignments."""
     values: dict[str, Any] = {}
     if config_file is not None:
         values = load_yaml(config_file)
@@ -372,4 +349,4 @@ def resolve_train_config(
         values = deep_merge(values, overrides)
     for text in assignments or []:
         values = deep_merge(values, parse_assignment(text))
-    return build_dataclass(TrainConfig, values)
+    return TrainConfig.from_dict(values)

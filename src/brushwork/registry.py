@@ -36,6 +36,13 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def add(self, name: str, entry: object) -> None:
+        """Register a non-callable entry (a spec object) under ``name``; read it with :meth:`entry`."""
+        self.register(name)(entry)  # type: ignore[arg-type]
+
+    def entry(self, name: str) -> T:
+        return self.get(name)  # type: ignore[return-value]
+
     def get(self, name: str) -> Callable[..., T]:
         try:
             return self._builders[name]

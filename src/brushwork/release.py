@@ -4,7 +4,7 @@ A release folder rebuilds its generator with no training code and no training fl
 
     model_dir/
       config.json        format, architecture (registry name + constructor arguments),
-                         preprocessing, direction, provenance
+                         preprocessing, direction, test mode, provenance
       model.safetensors  the generator's state dict (unwrapped, fp32)
 """
 
@@ -23,11 +23,12 @@ from torch import nn
 
 from brushwork import __version__
 from brushwork.nn.generators import build_generator, generator_multiple
+from brushwork.nn.modes import TEST_MODES, check_test_mode
 from brushwork.registry import RegistryError
 from brushwork.utils.files import atomic_dir
 
 FORMAT = "brushwork.generator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: names its pipeline kind (version 1 files are image-to-image generators)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -53,8 +54,16 @@ class ReleaseConfig:
     source_domain: str = "A"
     target_domain: str = "B"
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the inference pipeline that runs it (brushwork.inference.pipeline.PIPELINES)
+    pipeline: str = "image-to-image"
+    #: batch norm and dropout at inference: "eval", or the pix2pix authors' "train_like"
+    #: (per-image statistics, seeded dropout); brushwork.nn.modes.apply_test_mode applies it
+    test_mode: str = "eval"
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        check_test_mode(self.test_mode)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
@@ -71,6 +80,9 @@ class ReleaseConfig:
         arch = data.get("architecture")
         if not isinstance(arch, dict) or "name" not in arch:
             raise ReleaseError(f"{where}: 'architecture' must be a mapping with a 'name'")
+        test_mode = data.get("test_mode", "eval")  # absent before pix2pix releases: eval
+        if test_mode not in TEST_MODES:
+            raise ReleaseError(f"{where}: unknown test_mode {test_mode!r}; expected one of {', '.join(TEST_MODES)}")
         pre = data.get("preprocessing", {})
         try:
             preprocessing = Preprocessing(**{**pre, "input_range": tuple(pre.get("input_range", (-1.0, 1.0)))})
@@ -83,7 +95,8 @@ class ReleaseConfig:
             source_domain=str(data.get("source_domain", "A")),
             target_domain=str(data.get("target_domain", "B")),
             provenance=dict(data.get("provenance", {})),
-            format_version=version,
+            pipeline=str(data.get("pipeline", "image-to-image")),
+            test_mode=test_mode,
         )
 
 
@@ -123,9 +136,11 @@ def save_release(model: nn.Module, out_dir: Path, config: ReleaseConfig, *, extr
 
 
 def release_config_for(arch: dict[str, Any], *, direction: str, source: str, target: str, train_size: int,
-                       provenance: dict[str, Any]) -> ReleaseConfig:
+                       provenance: dict[str, Any], pipeline: str = "image-to-image", test_mode: str = "eval") -> ReleaseConfig:
     return ReleaseConfig(
         architecture=arch,
+        pipeline=pipeline,
+        test_mode=test_mode,
         preprocessing=Preprocessing(size_multiple=generator_multiple(arch["name"]), train_size=train_size),
         direction=direction,
         source_domain=source,

@@ -338,9 +338,9 @@ def test_compare_skips_and_reports_unreadable_images(
 def test_compare_names_what_it_accepts_for_a_run_folder(
     outputs_of_inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from brushwork.checkpoints import save_checkpoint
     from brushwork.config import resolve_train_config
     from brushwork.methods import build_method
-    from brushwork.training.checkpoint import save_checkpoint
 
     inputs, _ = outputs_of_inputs
     run = tmp_path / "run"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from metrics_helpers import write_images
 
-from brushwork.config import ConfigError, TrainConfig, build_dataclass, resolve_train_config
+from brushwork.config import ConfigError, TrainConfig, resolve_train_config
 from brushwork.metrics.weights import InceptionWeightsError
 from brushwork.release import load_release
 from brushwork.training.logger import read_log
@@ -58,7 +58,7 @@ def test_evaluation_needs_weights_before_training_starts(tmp_path: Path) -> None
 
 
 def test_eval_config_is_validated_and_optional() -> None:
-    assert build_dataclass(TrainConfig, {"data": {"root": "x"}}).eval.every == 0  # old configs load
+    assert TrainConfig.from_dict({"data": {"root": "x"}}).eval.every == 0  # old configs load
     with pytest.raises(ConfigError, match=r"eval\.metric='is'"):
         resolve_train_config(overrides={"data": {"root": "x"}, "eval": {"metric": "is"}})
     with pytest.raises(ConfigError, match=r"eval\.every"):

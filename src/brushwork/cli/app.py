@@ -19,19 +19,19 @@ app = typer.Typer(
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, not a bug: shown as one line, exit status 2."""
+    from brushwork.checkpoints import CheckpointError
     from brushwork.cli.compare import MethodSpecError
     from brushwork.config import ConfigError
     from brushwork.data.imageio import ImageReadError, ImageWriteError, PixelLimitError
     from brushwork.data.unpaired import DatasetError
     from brushwork.inference.io import OutputFolderError
     from brushwork.inference.sources import DownloadError, ModelSourceError
-    from brushwork.inference.stylizer import ImageTooSmallError
+    from brushwork.inference.stylizer import ImageTooLargeForModeError, ImageTooSmallError
     from brushwork.inference.temporal import StableModeError
     from brushwork.inference.video import VideoReadError, VideoWriteError
     from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
-    from brushwork.training.checkpoint import CheckpointError
     from brushwork.training.compiling import CompileFailedError
     from brushwork.training.trainer import RunFolderError
     from brushwork.utils.device import DeviceError
@@ -39,7 +39,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
-        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError, PixelLimitError,
+        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, ImageTooLargeForModeError, DeviceError, PixelLimitError,
         VideoReadError, VideoWriteError, StableModeError,
     )  # fmt: skip
 

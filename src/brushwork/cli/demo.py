@@ -21,8 +21,8 @@ def demo(
 ) -> None:
     """Train a small CycleGAN on a procedural painting style and show the results as HTML."""
     setup_logging()
+    from brushwork.checkpoints import list_checkpoints
     from brushwork.demo.run import DemoInterrupted, DemoSettings, run_demo
-    from brushwork.training.checkpoint import list_checkpoints
     from brushwork.utils.device import resolve_device
 
     resolve_device(device)  # a bad --device fails before any data is written

@@ -38,6 +38,8 @@ def stylize(
     cut_threshold: Annotated[float, Opt(help="Videos, stable mode: colour-histogram distance (0-1) between frames that counts as a scene cut.")] = 0.3,
     video_codec: Annotated[str | None, Opt("--video-codec", help="Videos: h264 | vp9 | av1 (default: h264; vp9 for .webm).")] = None,
     crf: Annotated[int | None, Opt(help="Videos: quality, lower is better (h264 0-51, default 18; vp9 0-63, 31; av1 1-63, 35).")] = None,
+    test_mode: Annotated[str | None, Opt("--test-mode", help="eval | train_like: batch norm and dropout at test time (default: the model's; pix2pix: train_like, as its authors test).")] = None,
+    seed: Annotated[int, Opt(help="Seed of train_like's dropout noise (0).")] = 0,
     no_progress: Annotated[bool, Opt("--no-progress", help="No progress bar.")] = False,
     verbose: Annotated[bool, Opt("--verbose", "-v")] = False,
 ) -> None:
@@ -81,6 +83,7 @@ def stylize(
         stylizer = Stylizer.from_pretrained(
             model, direction=direction, norm=norm, device=device, precision=precision, batch_size=batch_size,
             tile_size=tile_size, memory_budget=int(memory_gb * (1 << 30)) if memory_gb else None,
+            test_mode=test_mode, seed=seed,
         )
     except DirectionRequiredError as exc:
         raise ModelSourceError(f"{exc} (use --direction {'|'.join(exc.directions)})") from None

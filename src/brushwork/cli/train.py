@@ -1,9 +1,20 @@
-"""``brushwork train``: train a model (CycleGAN by default) on two image folders."""
+"""``brushwork train``: train any registered method; its flags come from the settings dataclasses.
+
+Every field of the shared sections (data, optim, run, eval) and of each method's own ``model``
+and ``objective`` dataclasses is a flag (:func:`brushwork.config.setting` names it and gives its
+help), so a new method's settings appear here with no edit. A flag of another method's settings
+is an error naming it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 import typer
 
@@ -12,132 +23,113 @@ from brushwork.cli.app import app, setup_logging
 Opt = typer.Option
 
 
-def _put(overrides: dict[str, Any], dotted: str, value: Any) -> None:
-    if value is None:
-        return
-    section, key = dotted.split(".")
-    overrides.setdefault(section, {})[key] = value
+@dataclass(frozen=True)
+class Flag:
+    """One generated flag: the config field it sets and the methods whose settings hold it."""
+
+    param: str  # the Python parameter name Typer passes it as
+    section: str
+    key: str
+    names: tuple[str, ...]  # "--batch-size", "-b"
+    hint: Any
+    help: str
+    methods: frozenset[str] | None  # None: a shared section, every method has it
+
+    @property
+    def display(self) -> str:
+        return self.names[0].split("/")[0]
 
 
-@app.command()
-def train(
-    data: Annotated[Path | None, Opt("--data", help="Folder with trainA/ and trainB/ (testA/, testB/ optional).")] = None,
-    data_a: Annotated[Path | None, Opt("--data-a", help="Folder of domain A images (instead of --data).")] = None,
-    data_b: Annotated[Path | None, Opt("--data-b", help="Folder of domain B images (instead of --data).")] = None,
-    out: Annotated[Path | None, Opt("--out", "-o", help="Run folder (default runs/cyclegan).")] = None,
-    config: Annotated[Path | None, Opt("--config", "-c", help="YAML file of settings (flags override it).")] = None,
-    resume: Annotated[bool, Opt("--resume", help="Continue the run in --out from its latest checkpoint.")] = False,
-    resume_from: Annotated[Path | None, Opt("--resume-from", help="Continue from this checkpoint file.")] = None,
-    method: Annotated[str | None, Opt(help="Training method.")] = None,
-    steps: Annotated[int | None, Opt("--steps", help="Stop after this many iterations.")] = None,
-    epochs: Annotated[int | None, Opt(help="Epochs at the initial learning rate (100).")] = None,
-    epochs_decay: Annotated[int | None, Opt(help="Epochs of learning-rate decay (100).")] = None,
-    batch_size: Annotated[int | None, Opt("--batch-size", "-b", help="Batch size (1).")] = None,
-    load_size: Annotated[int | None, Opt(help="Resize to this size before cropping (286).")] = None,
-    crop_size: Annotated[int | None, Opt(help="Random crop size (256).")] = None,
-    preprocess: Annotated[str | None, Opt(help="resize_and_crop | crop | scale_width | scale_width_and_crop | none")] = None,
-    no_flip: Annotated[bool, Opt("--no-flip", help="Do not flip images at random.")] = False,
-    max_dataset_size: Annotated[int | None, Opt(help="Use at most this many images per domain.")] = None,
-    workers: Annotated[int | None, Opt("--workers", help="Data loader worker processes.")] = None,
-    skip_bad_images: Annotated[bool, Opt("--skip-bad-images", help="Skip unreadable images (counted).")] = False,
-    generator: Annotated[str | None, Opt(help="resnet_9blocks | resnet_6blocks | resnet_<N>blocks | unet_256 | unet_128")] = None,
-    discriminator: Annotated[str | None, Opt(help="basic | n_layers | pixel")] = None,
-    ngf: Annotated[int | None, Opt(help="Generator width (64).")] = None,
-    ndf: Annotated[int | None, Opt(help="Discriminator width (64).")] = None,
-    norm: Annotated[str | None, Opt(help="instance | batch | none")] = None,
-    gan_mode: Annotated[str | None, Opt(help="lsgan | vanilla | wgangp")] = None,
-    lambda_a: Annotated[float | None, Opt("--lambda-a", help="Cycle weight A->B->A (10).")] = None,
-    lambda_b: Annotated[float | None, Opt("--lambda-b", help="Cycle weight B->A->B (10).")] = None,
-    lambda_identity: Annotated[float | None, Opt(help="Identity weight (0.5).")] = None,
-    pool_size: Annotated[int | None, Opt(help="Image history pool size (50).")] = None,
-    lr: Annotated[float | None, Opt(help="Adam learning rate (0.0002).")] = None,
-    lr_policy: Annotated[str | None, Opt(help="linear | step | cosine | plateau | constant")] = None,
-    seed: Annotated[int | None, Opt(help="Random seed (0).")] = None,
-    device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N | mps")] = None,
-    precision: Annotated[str | None, Opt(help="fp32 | bf16 | fp16 | auto (CPU: the fastest measured on this machine; CUDA: bf16)")] = None,
-    channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC memory layout (default: measured on this CPU).")] = None,
-    gemm_weight_grad: Annotated[bool | None, Opt("--gemm-weight-grad/--no-gemm-weight-grad", help="Conv weight gradients as GEMMs (CPU, fp32, channels_last; default: measured on this CPU).")] = None,
-    compile_: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the networks (default: auto, on for runs of 2000+ iterations when a compiler is present).")] = None,
-    log_every: Annotated[int | None, Opt(help="Log losses every N steps.")] = None,
-    sample_every: Annotated[int | None, Opt(help="Save a sample grid every N steps.")] = None,
-    checkpoint_every: Annotated[int | None, Opt(help="Save a checkpoint every N steps.")] = None,
-    keep_checkpoints: Annotated[int | None, Opt(help="Keep the newest K checkpoints.")] = None,
-    no_tensorboard: Annotated[bool, Opt("--no-tensorboard", help="Do not write TensorBoard logs.")] = False,
-    no_progress: Annotated[bool, Opt("--no-progress", help="No progress bar.")] = False,
-    eval_every: Annotated[int | None, Opt("--eval-every", help="Evaluate KID/FID on the test split every N steps and keep the best model (0 = off).")] = None,
-    eval_metric: Annotated[str | None, Opt("--eval-metric", help="kid | fid: picks the best model (RUN/best/<direction>/).")] = None,
-    eval_max_images: Annotated[int | None, Opt("--eval-max-images", help="Evaluate on at most N test images per domain.")] = None,
-    inception_weights: Annotated[Path | None, Opt("--inception-weights", help="Inception weights file for --eval-every (see brushwork evaluate).")] = None,
-    set_: Annotated[list[str] | None, Opt("--set", help="Any setting as section.key=value (repeatable).")] = None,
-    verbose: Annotated[bool, Opt("--verbose", "-v")] = False,
-) -> None:
-    """Train a CycleGAN (or another method) on unpaired images.
+def _flag_type(hint: Any) -> Any:
+    """The command-line type of a field: optional, as every flag defaults to "not given"."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = bool if bool in args else args[0]
+    return hint
 
-    Settings resolve as defaults < --config YAML < flags < --set. The resolved config is saved
-    as RUN/config.yaml; `--resume` continues a stopped run exactly.
+
+def collect_flags() -> list[Flag]:
+    """Flags of every setting of every registered method, each defined once."""
+    from brushwork.config import SHARED_SECTIONS
+    from brushwork.methods import METHODS, method_spec
+
+    sections: list[tuple[str, type, str | None]] = [(name, cls, None) for name, cls in SHARED_SECTIONS.items()]
+    for name in METHODS.names():
+        spec = method_spec(name)
+        sections += [("model", spec.model, name), ("objective", spec.objective, name)]
+    flags: dict[str, Flag] = {}
+    by_name: dict[str, str] = {}
+    for section, cls, method in sections:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if not meta.get("cli", True):
+                continue
+            hint = _flag_type(hints[f.name])
+            long = meta.get("flag") or "--" + f.name.replace("_", "-")
+            if hint is bool and "/" not in long:
+                long = f"{long}/--no-{long[2:]}"
+            param = f"{section}__{f.name}"
+            names = (long, meta["short"]) if meta.get("short") else (long,)
+            key = long.split("/")[0]
+            if key in by_name and by_name[key] != param:
+                raise RuntimeError(f"flag {key} is claimed by {by_name[key]} and {param}; name one with setting(flag=...)")
+            by_name[key] = param
+            if param in flags:  # the same setting in two methods: one flag for both
+                old = flags[param]
+                if old.hint is not hint:
+                    raise RuntimeError(f"setting {section}.{f.name} has type {old.hint} in one method and {hint} in {method}")
+                methods = None if old.methods is None else old.methods | {method}
+                flags[param] = dataclasses.replace(old, methods=methods)
+                continue
+            flags[param] = Flag(param, section, f.name, names, hint, meta.get("help", ""),
+                                None if method is None else frozenset({method}))  # fmt: skip
+    return list(flags.values())
+
+
+FLAGS = collect_flags()
+
+
+def _run(*, config: Path | None, resume: bool, resume_from: Path | None, method: str | None, set_: list[str] | None,
+         verbose: bool, **values: Any) -> None:
+    """Train a CycleGAN (or another method: --method cut, fastcut, pix2pix, dcgan, ...).
+
+    Settings resolve as the method's defaults < --config YAML < flags < --set. The resolved
+    config is saved as RUN/config.yaml; `--resume` continues a stopped run exactly.
+    `brushwork methods NAME` lists a method's own settings and defaults.
     """
     setup_logging(verbose)
-    from brushwork.config import resolve_train_config
+    from brushwork.config import ConfigError, load_yaml, resolve_train_config
+    from brushwork.methods import method_spec
 
+    given = {f.param: f for f in FLAGS if values.get(f.param) is not None}
     overrides: dict[str, Any] = {}
     if method is not None:
         overrides["method"] = method
-    for dotted, value in [
-        ("data.root", str(data) if data else None),
-        ("data.dir_a", str(data_a) if data_a else None),
-        ("data.dir_b", str(data_b) if data_b else None),
-        ("data.batch_size", batch_size),
-        ("data.load_size", load_size),
-        ("data.crop_size", crop_size),
-        ("data.preprocess", preprocess),
-        ("data.flip", False if no_flip else None),
-        ("data.max_dataset_size", max_dataset_size),
-        ("data.num_workers", workers),
-        ("data.skip_bad_images", True if skip_bad_images else None),
-        ("model.generator", generator),
-        ("model.discriminator", discriminator),
-        ("model.ngf", ngf),
-        ("model.ndf", ndf),
-        ("model.norm", norm),
-        ("objective.gan_mode", gan_mode),
-        ("objective.lambda_a", lambda_a),
-        ("objective.lambda_b", lambda_b),
-        ("objective.lambda_identity", lambda_identity),
-        ("objective.pool_size", pool_size),
-        ("optim.lr", lr),
-        ("optim.lr_policy", lr_policy),
-        ("optim.epochs", epochs),
-        ("optim.epochs_decay", epochs_decay),
-        ("optim.max_steps", steps),
-        ("run.out", str(out) if out else None),
-        ("run.seed", seed),
-        ("run.device", device),
-        ("run.precision", precision),
-        ("run.channels_last", channels_last),
-        ("run.gemm_weight_grad", gemm_weight_grad),
-        ("run.compile", compile_),
-        ("run.log_every", log_every),
-        ("run.sample_every", sample_every),
-        ("run.checkpoint_every", checkpoint_every),
-        ("run.keep_checkpoints", keep_checkpoints),
-        ("run.tensorboard", False if no_tensorboard else None),
-        ("run.progress", False if no_progress else None),
-        ("eval.every", eval_every),
-        ("eval.metric", eval_metric),
-        ("eval.max_images", eval_max_images),
-        ("eval.inception_weights", str(inception_weights) if inception_weights else None),
-    ]:
-        _put(overrides, dotted, value)
-    if (data_a is None) != (data_b is None):
+    for param, flag in given.items():
+        value = values[param]
+        overrides.setdefault(flag.section, {})[flag.key] = str(value) if isinstance(value, Path) else value
+    if ("data__dir_a" in given) != ("data__dir_b" in given):
         raise typer.BadParameter("give both --data-a and --data-b, or --data")
-    if data_a is not None:
+    if "data__dir_a" in given:
         overrides.setdefault("data", {})["root"] = None
 
     if resume or resume_from:
-        run_dir = Path(overrides.get("run", {}).get("out", "runs/cyclegan"))
+        run_dir = Path(overrides.get("run", {}).get("out") or f"runs/{method or 'cyclegan'}")
         saved = run_dir / "config.yaml"
         if config is None and saved.is_file():
             config = saved  # a resumed run keeps its own settings unless told otherwise
+    chosen = method
+    if chosen is None and config is not None and config.is_file():
+        chosen = load_yaml(config).get("method")
+    spec = method_spec(chosen or "cyclegan")
+    foreign = [f.display for f in given.values() if f.methods is not None and spec.name not in f.methods]
+    if foreign:
+        owners = sorted({m for f in given.values() if f.methods and spec.name not in f.methods for m in f.methods})
+        raise ConfigError(
+            f"{', '.join(foreign)} {'does' if len(foreign) == 1 else 'do'} not apply to method {spec.name} "
+            f"(settings of {', '.join(owners)}); its settings: brushwork methods {spec.name}"
+        )
     cfg = resolve_train_config(config_file=config, overrides=overrides, assignments=set_)
 
     from brushwork.training.run import run_training
@@ -151,3 +143,35 @@ def train(
         typer.echo(f"  release {direction}: {path}")
     if result.skipped_images:
         typer.echo(f"  skipped {result.skipped_images} unreadable image(s)")
+
+
+def _signature() -> inspect.Signature:
+    P = inspect.Parameter
+    fixed = [
+        P("config", P.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None, Opt("--config", "-c", help="YAML file of settings (flags override it).")]),
+        P("resume", P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, Opt("--resume", help="Continue the run in --out from its latest checkpoint.")]),
+        P("resume_from", P.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None, Opt("--resume-from", help="Continue from this checkpoint file.")]),
+        P("method", P.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, Opt("--method", help="Training method (cyclegan; brushwork methods lists them).")]),
+        P("set_", P.KEYWORD_ONLY, default=None, annotation=Annotated[list[str] | None, Opt("--set", help="Any setting as section.key=value (repeatable).")]),
+        P("verbose", P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, Opt("--verbose", "-v")]),
+    ]
+    generated = []
+    for flag in FLAGS:
+        help_text = flag.help
+        if flag.methods is not None:
+            help_text = f"{help_text} [{', '.join(sorted(flag.methods))}]"
+        panel = {"data": "Data", "optim": "Optimisation", "run": "Run", "eval": "Evaluation"}.get(flag.section, "Method settings")
+        hint = flag.hint | None
+        generated.append(P(flag.param, P.KEYWORD_ONLY, default=None,
+                           annotation=Annotated[hint, Opt(*flag.names, help=help_text, rich_help_panel=panel, show_default=False)]))  # fmt: skip
+    return inspect.Signature([*fixed, *generated])
+
+
+def train(**kwargs: Any) -> None:
+    _run(**kwargs)
+
+
+train.__doc__ = _run.__doc__
+train.__signature__ = _signature()  # type: ignore[attr-defined]
+train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}  # type: ignore[attr-defined]
+app.command(name="train")(train)

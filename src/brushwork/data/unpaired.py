@@ -8,16 +8,17 @@ run is reproducible with any number of worker processes and resumes mid-epoch ex
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from brushwork.data.imageio import ImageReadError, list_images, read_rgb
+from brushwork.data.sampling import EpochSampler
 from brushwork.data.transforms import Preprocess
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,14 @@ class ImageFolderCache:
         max_size: int | None = None,
         cache: str = "auto",
         skip_bad_images: bool = False,
+        paths: list[Path] | None = None,
+        part: str | None = None,
     ) -> None:
         self.name = name
         self.folder = folder
         self.preprocess = preprocess
-        paths = list_images(folder)
+        self.part = part  # "left" / "right": that half of each (aligned AB) image
+        paths = list_images(folder) if paths is None else paths
         if max_size is not None:
             paths = paths[:max_size]
         if not paths:
@@ -96,7 +100,7 @@ class ImageFolderCache:
     def _decode_all(self, paths: list[Path], skip_bad: bool, keep: bool = True) -> tuple[list[Path], list[Tensor]]:
         def load(path: Path) -> Tensor | ImageReadError:
             try:
-                return self.preprocess.prepare(read_rgb(path))
+                return self._read(path)
             except ImageReadError as exc:
                 return exc
 
@@ -126,7 +130,22 @@ class ImageFolderCache:
     def __getitem__(self, index: int) -> Tensor:
         if self._tensors is not None:
             return self._tensors[index]
-        return self.preprocess.prepare(read_rgb(self.paths[index]))
+        return self._read(self.paths[index])
+
+    def _read(self, path: Path) -> Tensor:
+        return self.preprocess.prepare(read_part(path, self.part))
+
+
+def read_part(path: Path, part: str | None) -> Image.Image:
+    """An RGB image, or its left or right half (pix2pix's aligned A|B files)."""
+    img = read_rgb(path)
+    if part is None:
+        return img
+    w, h = img.size
+    if w < 2:
+        raise ImageReadError(f"{path}: {w}x{h} pixels is too narrow to split into A|B halves")
+    half = w // 2
+    return img.crop((0, 0, half, h) if part == "left" else (half, 0, 2 * half, h))
 
 
 class UnpairedDataset(Dataset[dict[str, Tensor]]):
@@ -162,27 +181,12 @@ def epoch_keys(len_a: int, len_b: int, *, seed: int, epoch: int, serial: bool = 
     return [(int(i) % len_a, int(b), int(s)) for i, b, s in zip(order, index_b, seeds, strict=True)]
 
 
-class UnpairedSampler(Sampler[tuple[int, int, int]]):
-    """Yields one epoch's keys, starting ``skip`` samples in (for a mid-epoch resume)."""
+class UnpairedSampler(EpochSampler):
+    """Yields one epoch's (index_a, index_b, aug_seed) keys; max(|A|, |B|) per epoch."""
 
     def __init__(self, len_a: int, len_b: int, *, seed: int, serial: bool = False) -> None:
-        self.len_a, self.len_b, self.seed, self.serial = len_a, len_b, seed, serial
-        self.epoch = 0
-        self.skip = 0
-        self.rank, self.world = 0, 1
+        super().__init__(max(len_a, len_b), seed=seed)
+        self.len_a, self.len_b, self.serial = len_a, len_b, serial
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def shard(self, rank: int, world: int) -> None:
-        """Each of ``world`` processes takes every world-th key (distributed training)."""
-        self.rank, self.world = rank, world
-
-    def __len__(self) -> int:
-        n = max(self.len_a, self.len_b)
-        return max(0, len(range(self.rank, n, self.world)) - self.skip)
-
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        keys = epoch_keys(self.len_a, self.len_b, seed=self.seed, epoch=self.epoch, serial=self.serial)
-        keys = keys[self.rank :: self.world]
-        return iter(keys[self.skip :])
+    def epoch_keys(self, epoch: int) -> list[tuple[int, int, int]]:
+        return epoch_keys(self.len_a, self.len_b, seed=self.seed, epoch=epoch, serial=self.serial)

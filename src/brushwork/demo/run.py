@@ -19,14 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from brushwork.config import (
-    DataConfig,
-    ModelConfig,
-    ObjectiveConfig,
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-)
+from brushwork.config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from brushwork.data.imageio import save_image
 from brushwork.data.transforms import pil_to_uint8
 from brushwork.demo.style import sepia_wash
@@ -141,14 +134,17 @@ def train_config(settings: DemoSettings, data_root: Path) -> TrainConfig:
     choosing these settings: 20.1 dB / SSIM 0.71 after 3000 steps against 24.0 dB / 0.81 after
     1500 for the U-Net, baseline 19.7 dB / 0.80).
     """
+    from brushwork.methods.cyclegan import CycleGANModel, CycleGANObjective
+
     return TrainConfig(
+        method="cyclegan",
         data=DataConfig(
             root=str(data_root), load_size=settings.crop + settings.crop // 8, crop_size=settings.crop,
             batch_size=1, num_workers=0,
         ),
         # unet_<crop>: its innermost level is 1x1 at the training crop (crop must be a power of 2 >= 32)
-        model=ModelConfig(generator=f"unet_{settings.crop}", ngf=16, ndf=16, n_layers_d=2),
-        objective=ObjectiveConfig(),
+        model=CycleGANModel(generator=f"unet_{settings.crop}", ngf=16, ndf=16, n_layers_d=2),
+        objective=CycleGANObjective(),
         optim=OptimConfig(epochs=1, epochs_decay=1, max_steps=settings.steps),  # lr constant, then decaying, half the steps each
         run=RunConfig(
             out=str(settings.out / "run"), seed=settings.seed, device=settings.device,

@@ -4,10 +4,12 @@
 
 - a release folder (``config.json`` + ``model.safetensors``);
 - a training run folder (``config.yaml`` + ``checkpoints/``) plus a direction (``AtoB``/``BtoA``);
-- a bare state dict in the official CycleGAN layout (``latest_net_G_A.pth``, published models),
-  whose architecture is read from its keys and shapes (:func:`infer_architecture`);
-- the name of a published CycleGAN model (``horse2zebra``, ``style_monet``...), taken from the
-  local cache (``$BRUSHWORK_CACHE``, else ``~/.cache/brushwork``) and downloaded when missing.
+- a bare state dict in the official CycleGAN/pix2pix layout (``latest_net_G_A.pth``,
+  ``latest_net_G.pth``, published models): a ResNet or U-Net generator whose architecture is
+  read from its keys and shapes (:func:`infer_architecture`);
+- the name of a published CycleGAN model (``horse2zebra``, ``style_monet``...) or pix2pix model
+  (``pix2pix_facades_label2photo``...), taken from the local cache (``$BRUSHWORK_CACHE``, else
+  ``~/.cache/brushwork``) and downloaded when missing.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from brushwork import __version__
+from brushwork.nn.modes import authors_test_mode, check_test_mode
 from brushwork.release import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -46,13 +48,21 @@ from brushwork.utils.files import atomic_path, atomic_write_text, file_sha256
 log = logging.getLogger(__name__)
 
 #: Published CycleGAN generators (one direction each), served by the authors as ``<name>.pth``.
-PUBLISHED_MODELS: tuple[str, ...] = (
+CYCLEGAN_MODELS: tuple[str, ...] = (
     "apple2orange", "orange2apple", "summer2winter_yosemite", "winter2summer_yosemite",
     "horse2zebra", "zebra2horse", "monet2photo", "style_monet", "style_cezanne", "style_ukiyoe",
     "style_vangogh", "sat2map", "map2sat", "cityscapes_photo2label", "cityscapes_label2photo",
     "facades_photo2label", "facades_label2photo", "iphone2dslr_flower",
 )  # fmt: skip
 PUBLISHED_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/"
+#: Published pix2pix generators (unet_256, batch norm, trained with dropout), the names the
+#: authors' scripts/download_pix2pix_model.sh lists. Three share a name with a CycleGAN model,
+#: so brushwork calls them ``pix2pix_<name>``; the server's file is ``<name>.pth``.
+PIX2PIX_MODELS: tuple[str, ...] = ("edges2shoes", "sat2map", "map2sat", "facades_label2photo", "day2night")
+PIX2PIX_PREFIX = "pix2pix_"
+PIX2PIX_URL = "https://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch/"
+#: Every published name brushwork downloads: CycleGAN's as the authors name them, then pix2pix's.
+PUBLISHED_MODELS: tuple[str, ...] = CYCLEGAN_MODELS + tuple(PIX2PIX_PREFIX + name for name in PIX2PIX_MODELS)
 #: Environment variables: the cache folder, and a mirror of the published models (tests use one).
 URL_ENV = "BRUSHWORK_MODEL_URL"
 DIRECTIONS = ("AtoB", "BtoA")
@@ -86,15 +96,22 @@ class ChecksumError(ModelSourceError):
 # Official state dicts: architecture from keys and shapes
 
 _RESNET_KEY = re.compile(r"model\.(\d+)\.(?:conv_block\.(\d+)\.)?(weight|bias|running_mean|running_var|num_batches_tracked)")
+# The official U-Net nests one UnetSkipConnectionBlock per level: the outermost block's
+# Sequential is ``model.model``, its submodule sits at index 1, every deeper block's at index 3.
+_UNET_KEY = re.compile(r"model\.model\.((?:\d+\.model\.)*)(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)")
 _NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+#: Layer indices holding convolutions, per U-Net level kind (the layers between are activations and norms).
+_UNET_CONVS = {"outermost": (0, 3), "middle": (1, 5), "innermost": (1, 3)}
+MIN_UNET_LEVELS = 5  # the official UnetGenerator: innermost + (num_downs - 5) + 4 outer levels
 
 
 @dataclass(frozen=True)
 class InferredArchitecture:
     """What :func:`infer_architecture` read from a state dict."""
 
-    architecture: dict[str, Any]  # {"name": ..., **ResnetGenerator kwargs}
+    architecture: dict[str, Any]  # {"name": ..., **generator kwargs}
     dropped_keys: tuple[str, ...] = ()  # instance-norm running statistics of old PyTorch versions
+    assumed: tuple[str, ...] = ()  # settings the keys cannot show, taken from defaults ("norm", "dropout")
 
 
 def _shape(state: dict[str, Tensor], key: str) -> tuple[int, ...] | None:
@@ -108,34 +125,54 @@ def _describe(state: dict[str, Any], limit: int = 4) -> str:
     return f"{len(keys)} keys ({shown}{', ...' if len(keys) > limit else ''})"
 
 
-def infer_architecture(state: dict[str, Tensor], *, norm: str | None = None, where: str = "state dict") -> InferredArchitecture:
-    """Read a ResNet generator's architecture from an official-layout state dict.
+def infer_architecture(state: dict[str, Tensor], *, norm: str | None = None, dropout: bool | None = None,
+                       where: str = "state dict") -> InferredArchitecture:
+    """Read a generator's architecture from a state dict in the authors' layout: ResNet or U-Net.
 
-    ``n_blocks`` is the number of distinct ``model.<i>.conv_block`` indices; ``ngf`` and the
-    channel counts come from the first and last convolutions; dropout shifts each block's second
-    convolution from ``conv_block.5`` to ``conv_block.6``. The norm cannot be seen when it is the
-    reference's instance norm (it has no parameters), so ``instance`` is assumed unless ``norm``
-    says otherwise; batch norm is recognised by its running statistics.
+    Keys ``model.<i>...`` are CycleGAN's ResNet generator (:func:`_infer_resnet`), keys
+    ``model.model...`` the pix2pix U-Net (:func:`_infer_unet`). Instance norm has no parameters
+    and cannot be seen, so it is assumed unless ``norm`` says otherwise; batch norm is recognised
+    by its running statistics and bias-free convolutions. ``dropout`` is read from the keys of a
+    ResNet (given, it must agree) and assumed for a U-Net, where it leaves no trace.
     """
     if not state:
         raise ModelSourceError(f"{where}: the state dict is empty")
-    if any(k.startswith("model.model.") for k in state):
-        raise ModelSourceError(
-            f"{where}: looks like a U-Net generator (keys model.model.*); only ResNet generators "
-            f"(resnet_<N>blocks) can be read from a bare state dict. Found {_describe(state)}"
-        )
     prefixed = [k for k in state if k.startswith(("module.", "_orig_mod."))]
     if prefixed:
         raise ModelSourceError(
             f"{where}: keys carry a wrapper prefix ({prefixed[0]!r}); save the unwrapped network's "
             "state_dict (net.module / net._orig_mod)"
         )
+    if any(k.startswith("model.model.") for k in state):
+        return _infer_unet(state, norm=norm, dropout=dropout, where=where)
+    return _infer_resnet(state, norm=norm, dropout=dropout, where=where)
+
+
+def _read_norm(state: dict[str, Tensor], first_conv: str, norm: str | None, where: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(norm, dropped keys, assumed settings): batch norm leaves running statistics and bias-free convolutions."""
+    has_buffers = any(k.rsplit(".", 1)[-1] in _NORM_BUFFERS for k in state)
+    found_norm = "batch" if has_buffers and f"{first_conv}.bias" not in state else "instance"
+    assumed: tuple[str, ...] = ()
+    if norm is None:
+        norm = found_norm
+        assumed = ("norm",) if found_norm == "instance" else ()
+    elif norm != found_norm and found_norm == "batch":
+        raise ModelSourceError(f"{where}: holds batch-norm statistics and bias-free convolutions, but norm={norm!r} was given")
+    # Old PyTorch versions stored running statistics for InstanceNorm; the reference drops them too.
+    dropped = tuple(k for k in state if k.rsplit(".", 1)[-1] in _NORM_BUFFERS) if norm == "instance" else ()
+    return norm, dropped, assumed
+
+
+def _infer_resnet(state: dict[str, Tensor], *, norm: str | None, dropout: bool | None, where: str) -> InferredArchitecture:
+    """CycleGAN's ResNet generator: ``n_blocks`` is the number of distinct ``model.<i>.conv_block``
+    indices; ``ngf`` and the channel counts come from the first and last convolutions; dropout
+    shifts each block's second convolution from ``conv_block.5`` to ``conv_block.6``."""
     unknown = [k for k in state if not _RESNET_KEY.fullmatch(k)]
     if unknown:
         raise ModelSourceError(
             f"{where}: keys match no known generator layout (expected model.<i>.weight and "
-            f"model.<i>.conv_block.<j>.weight as in a CycleGAN ResNet generator); unexpected key "
-            f"{unknown[0]!r} among {_describe(state)}"
+            f"model.<i>.conv_block.<j>.weight as in a CycleGAN ResNet generator, or model.model.* as in "
+            f"a pix2pix U-Net); unexpected key {unknown[0]!r} among {_describe(state)}"
         )
     first = _shape(state, "model.1.weight")
     if first is None or len(first) != 4 or first[2:] != (7, 7):
@@ -162,23 +199,17 @@ def infer_architecture(state: dict[str, Tensor], *, norm: str | None = None, whe
                      if f"model.{i}.conv_block.{j}.weight" in state))
         for i, js in blocks.items()
     }
-    padding, dropout = "reflect", False
+    padding, found_dropout = "reflect", False
     if n_blocks:
         if len(conv_positions) != 1 or next(iter(conv_positions)) not in layouts:
             raise ModelSourceError(
                 f"{where}: residual blocks have convolutions at conv_block positions {sorted(conv_positions)}; "
                 "expected (1, 5) (no dropout) or (1, 6) (dropout) as in a CycleGAN ResNet generator"
             )
-        padding, dropout = layouts[next(iter(conv_positions))]
-
-    # Norm: batch norm leaves running statistics and convolutions without bias.
-    has_buffers = any(k.rsplit(".", 1)[-1] in _NORM_BUFFERS for k in state)
-    has_conv_bias = "model.1.bias" in state
-    found_norm = "batch" if has_buffers and not has_conv_bias else "instance"
-    if norm is None:
-        norm = found_norm
-    elif norm != found_norm and found_norm == "batch":
-        raise ModelSourceError(f"{where}: holds batch-norm statistics and bias-free convolutions, but norm={norm!r} was given")
+        padding, found_dropout = layouts[next(iter(conv_positions))]
+    if dropout is not None and dropout != found_dropout and n_blocks:
+        raise ModelSourceError(f"{where}: the residual blocks' layout shows dropout={found_dropout}, but dropout={dropout} was given")
+    norm, dropped, assumed = _read_norm(state, "model.1", norm, where)
 
     expected_blocks = list(range(10, 10 + n_blocks))
     if sorted(blocks) != expected_blocks:
@@ -199,14 +230,76 @@ def infer_architecture(state: dict[str, Tensor], *, norm: str | None = None, whe
         "out_channels": int(last[0]),
         "ngf": int(ngf),
         "norm": norm,
-        "dropout": dropout,
+        "dropout": found_dropout,
         "padding": padding,
     }
-    # Old PyTorch versions stored running statistics for InstanceNorm; the reference drops them too.
-    dropped: list[str] = []
-    if norm == "instance":
-        dropped = [k for k in state if k.rsplit(".", 1)[-1] in _NORM_BUFFERS]
-    return InferredArchitecture(architecture=architecture, dropped_keys=tuple(dropped))
+    return InferredArchitecture(architecture=architecture, dropped_keys=dropped, assumed=assumed)
+
+
+def _unet_prefix(level: int) -> str:
+    """The Sequential of U-Net level ``level`` (0 = outermost): model.model., model.model.1.model., ...3.model."""
+    return "model.model." + ("1.model." if level else "") + "3.model." * max(level - 1, 0)
+
+
+def _infer_unet(state: dict[str, Tensor], *, norm: str | None, dropout: bool | None, where: str) -> InferredArchitecture:
+    """The pix2pix U-Net: ``num_downs`` is the nesting depth, ``ngf`` and the channels come from the
+    outermost convolutions (down: ngf x in x 4 x 4; up, transposed: 2 ngf x out x 4 x 4).
+
+    Dropout cannot be read from the keys, and needs not be: the official block appends its
+    ``nn.Dropout`` at the *end* of a middle level's Sequential, after the layers that hold
+    weights, so the indices do not move. Unless ``dropout`` is given it follows the defaults of
+    the method the norm points to: with batch norm pix2pix, trained with dropout (as every
+    published pix2pix model was); with instance norm CycleGAN's ``--netG unet_256``, whose
+    default is ``--no_dropout``. It matters only for the ``train_like`` test mode
+    (:mod:`brushwork.nn.modes`).
+    """
+    levels: dict[int, set[int]] = {}
+    for key in state:
+        m = _UNET_KEY.fullmatch(key)
+        if m is None:
+            raise ModelSourceError(
+                f"{where}: a U-Net state dict (keys model.model.*) with a key outside the official layout: {key!r} "
+                f"among {_describe(state)}"
+            )
+        path = [int(i) for i in m.group(1).split(".model.") if i] if m.group(1) else []
+        level = len(path)
+        if path != [1, *[3] * (level - 1)][:level]:
+            raise ModelSourceError(
+                f"{where}: U-Net key {key!r} nests through layer indices {path}; the official U-Net nests each level's "
+                f"inner block at index 1 of the outermost level and index 3 below ({_unet_prefix(3)}...): corrupted nesting"
+            )
+        levels.setdefault(level, set()).add(int(m.group(2)))
+    depth = max(levels) + 1
+    missing = sorted(set(range(depth)) - set(levels))
+    if missing:
+        raise ModelSourceError(f"{where}: U-Net of {depth} levels has no weights at level(s) {missing} ({_unet_prefix(missing[0])}*)")
+    if depth < MIN_UNET_LEVELS:
+        raise ModelSourceError(
+            f"{where}: U-Net of {depth} levels; the official U-Net has at least {MIN_UNET_LEVELS} (unet_32). Found {_describe(state)}"
+        )
+    for level in range(depth):
+        kind = "outermost" if level == 0 else "innermost" if level == depth - 1 else "middle"
+        for index in _UNET_CONVS[kind]:
+            key = f"{_unet_prefix(level)}{index}.weight"
+            shape = _shape(state, key)
+            if shape is None or len(shape) != 4 or shape[2:] != (4, 4):
+                raise ModelSourceError(
+                    f"{where}: the {kind} U-Net level {level} of {depth} should hold a 4x4 convolution at {key}, found shape {shape}"
+                )
+    down, up = _shape(state, "model.model.0.weight"), _shape(state, "model.model.3.weight")
+    assert down is not None and up is not None
+    norm, dropped, assumed = _read_norm(state, "model.model.0", norm, where)
+    if dropout is None:
+        dropout, assumed = norm == "batch", (*assumed, "dropout")
+    architecture = {
+        "name": f"unet_{2**depth}",
+        "in_channels": int(down[1]),
+        "out_channels": int(up[1]),  # ConvTranspose2d weights are (in, out, kh, kw)
+        "ngf": int(down[0]),
+        "norm": norm,
+        "dropout": bool(dropout),
+    }
+    return InferredArchitecture(architecture=architecture, dropped_keys=dropped, assumed=assumed)
 
 
 def load_state_dict_file(path: Path) -> dict[str, Tensor]:
@@ -237,40 +330,63 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
-def generator_from_state_dict(state: dict[str, Tensor], *, norm: str | None = None, where: str = "state dict") -> tuple[nn.Module, dict[str, Any]]:
-    """Build the generator an official-layout state dict describes and load it strictly."""
-    inferred = infer_architecture(state, norm=norm, where=where)
+def _load_official(state: dict[str, Tensor], *, norm: str | None, dropout: bool | None, where: str) -> tuple[nn.Module, InferredArchitecture]:
+    inferred = infer_architecture(state, norm=norm, dropout=dropout, where=where)
     if inferred.dropped_keys:
         log.info("%s: ignoring %d instance-norm running statistics (saved by an old PyTorch)", where, len(inferred.dropped_keys))
         state = {k: v for k, v in state.items() if k not in set(inferred.dropped_keys)}
+    if "dropout" in inferred.assumed:
+        log.info("%s: U-Net dropout cannot be read from the keys; assuming dropout=%s (the default of %s)", where,
+                 inferred.architecture["dropout"], "pix2pix" if inferred.architecture["dropout"] else "CycleGAN's U-Net")
     model = build_from_architecture(inferred.architecture, where)
     try:
-        model.load_state_dict(state, strict=True)
+        # A plain dict carries no ``_metadata``, so the batch norms of files saved before PyTorch
+        # 0.4.1 (no ``num_batches_tracked``) take torch's backward-compatible path and start it at 0.
+        model.load_state_dict(dict(state), strict=True)
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()
         raise ModelSourceError(
             f"{where}: weights do not fit the inferred architecture {inferred.architecture}: "
             f"{' '.join(line.strip() for line in detail[:3])}"
         ) from None
-    return model.eval(), inferred.architecture
+    return model.eval(), inferred
 
 
-def import_pth(path: Path, out_dir: Path, *, norm: str | None = None, train_size: int = 256,
-               direction: str = "AtoB", name: str | None = None) -> Path:
-    """Convert an official CycleGAN ``.pth`` into a release folder; the source's sha256 is recorded."""
-    state = load_state_dict_file(path)
-    model, arch = generator_from_state_dict(state, norm=norm, where=str(path))
+def generator_from_state_dict(state: dict[str, Tensor], *, norm: str | None = None, dropout: bool | None = None,
+                              where: str = "state dict") -> tuple[nn.Module, dict[str, Any]]:
+    """Build the generator (ResNet or U-Net) an official-layout state dict describes and load it strictly."""
+    model, inferred = _load_official(state, norm=norm, dropout=dropout, where=where)
+    return model, inferred.architecture
+
+
+def _pth_provenance(inferred: InferredArchitecture, file_name: str, published: str | None) -> dict[str, Any]:
+    unet = inferred.architecture["name"].startswith("unet_")
     provenance: dict[str, Any] = {
-        "converted_from": "official CycleGAN state dict",
-        "source_file": path.name,
-        "source_sha256": file_sha256(path),
-        "norm_assumed": norm is None and arch["norm"] == "instance",
+        "converted_from": f"official {'pix2pix U-Net' if unet else 'CycleGAN'} state dict",
+        "source_file": file_name,
+        "norm_assumed": "norm" in inferred.assumed,
     }
-    if name is not None:
-        provenance["published_name"] = name
+    if unet:
+        provenance["dropout_assumed"] = "dropout" in inferred.assumed
+    if published is not None:
+        provenance["published_name"] = published
+    return provenance
+
+
+def import_pth(path: Path, out_dir: Path, *, norm: str | None = None, dropout: bool | None = None, train_size: int = 256,
+               direction: str = "AtoB", name: str | None = None, test_mode: str | None = None) -> Path:
+    """Convert an official CycleGAN/pix2pix ``.pth`` into a release folder; the source's sha256 is recorded.
+
+    ``test_mode`` (see :mod:`brushwork.nn.modes`) defaults to what the authors' test.py does:
+    ``train_like`` for a network with batch norm or dropout (pix2pix), else ``eval``.
+    """
+    state = load_state_dict_file(path)
+    model, inferred = _load_official(state, norm=norm, dropout=dropout, where=str(path))
+    arch = inferred.architecture
+    provenance = {**_pth_provenance(inferred, path.name, name), "source_sha256": file_sha256(path)}
     source, target = (("A", "B") if direction == "AtoB" else ("B", "A"))
     config = release_config_for(arch, direction=direction, source=source, target=target, train_size=train_size,
-                                provenance=provenance)
+                                provenance=provenance, test_mode=check_test_mode(test_mode or authors_test_mode(arch)))
     return save_release(model, out_dir, config)
 
 
@@ -315,8 +431,24 @@ def verify_cached(name: str, path: Path) -> None:
 
 
 def published_url(name: str) -> str:
-    base = os.environ.get(URL_ENV, PUBLISHED_URL)
-    return base.rstrip("/") + f"/{name}.pth"
+    """The authors' URL of published model ``name``, or ``$BRUSHWORK_MODEL_URL/<name>.pth`` on a mirror.
+
+    A mirror holds the files under brushwork's names, which are unique (``pix2pix_sat2map.pth``
+    beside CycleGAN's ``sat2map.pth``); the authors' servers name pix2pix files without the prefix.
+    """
+    check_published_name(name)
+    mirror = os.environ.get(URL_ENV)
+    if mirror:
+        return mirror.rstrip("/") + f"/{name}.pth"
+    if name.startswith(PIX2PIX_PREFIX):
+        return f"{PIX2PIX_URL}{name.removeprefix(PIX2PIX_PREFIX)}.pth"
+    return f"{PUBLISHED_URL}{name}.pth"
+
+
+def published_family(name: str) -> str:
+    """``"pix2pix"`` or ``"cyclegan"``: whose published model ``name`` is."""
+    check_published_name(name)
+    return "pix2pix" if name.startswith(PIX2PIX_PREFIX) else "cyclegan"
 
 
 def check_published_name(name: str) -> None:
@@ -391,33 +523,6 @@ def _is_run_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.yaml").is_file() and not (path / CONFIG_NAME).is_file()
 
 
-def load_run_generator(run_dir: Path, direction: str | None, checkpoint: Path | None = None) -> tuple[nn.Module, ReleaseConfig]:
-    """Rebuild one generator of a training run from its config and a checkpoint (default: latest)."""
-    from brushwork.methods import build_method
-    from brushwork.training.checkpoint import find_resume_checkpoint, load_checkpoint
-    from brushwork.training.run import load_run_config
-
-    config = load_run_config(run_dir)
-    method = build_method(config)
-    specs = method.release_specs()
-    if direction is None or direction not in specs:
-        given = "no direction was given" if direction is None else f"direction {direction!r} is not one of them"
-        raise DirectionRequiredError(f"{run_dir} is a training run with generators {', '.join(specs)}; {given}", run_dir, tuple(specs))
-    spec = specs[direction]
-    path = find_resume_checkpoint(run_dir, checkpoint or "latest")
-    state = load_checkpoint(path)
-    model = build_from_architecture(spec.architecture, str(run_dir))
-    try:
-        model.load_state_dict(state["networks"][spec.network], strict=True)
-    except (KeyError, RuntimeError) as exc:
-        raise ModelSourceError(f"{path}: no usable weights for network {spec.network!r} ({exc})") from None
-    release = release_config_for(
-        spec.architecture, direction=direction, source=spec.source_domain, target=spec.target_domain,
-        train_size=config.data.crop_size, provenance={"run": str(run_dir), "checkpoint": path.name, "step": state.get("step")},
-    )
-    return model.eval(), release
-
-
 def load_source(source: str | Path, *, direction: str | None = None, norm: str | None = None,
                 checkpoint: Path | None = None, download: bool = True) -> tuple[nn.Module, ReleaseConfig]:
     """Resolve ``source`` (see module docstring) to an eval-mode generator and its release config."""
@@ -429,6 +534,8 @@ def load_source(source: str | Path, *, direction: str | None = None, norm: str |
                 raise ModelSourceError(f"{path} is a release of direction {config.direction}, not {direction}")
             return model, config
         if _is_run_folder(path):
+            from brushwork.runs import load_run_generator
+
             return load_run_generator(path, direction, checkpoint)
         release = path / "release"
         hint = f"; its release folders: {', '.join(sorted(p.name for p in release.iterdir()))}" if release.is_dir() else ""
@@ -437,8 +544,8 @@ def load_source(source: str | Path, *, direction: str | None = None, norm: str |
         if path.name == WEIGHTS_NAME or path.name == CONFIG_NAME:
             raise ModelSourceError(f"{path} is part of a release folder; pass the folder {path.parent} instead")
         state = load_state_dict_file(path)
-        model, arch = generator_from_state_dict(state, norm=norm, where=str(path))
-        return model, _config_for_pth(arch, path.name, direction)
+        model, inferred = _load_official(state, norm=norm, dropout=None, where=str(path))
+        return model, _config_for_pth(inferred, path.name, direction)
     name = str(source)
     if name in PUBLISHED_MODELS:
         cached = published_path(name)
@@ -446,8 +553,8 @@ def load_source(source: str | Path, *, direction: str | None = None, norm: str |
             raise ModelSourceError(f"published model {name!r} is not in the cache ({cached}); run: brushwork models download {name}")
         download_published(name)  # checks the recorded sha256 of a cached file
         state = load_state_dict_file(cached)
-        model, arch = generator_from_state_dict(state, norm=norm, where=str(cached))
-        return model, _config_for_pth(arch, f"{name}.pth", direction, published=name)
+        model, inferred = _load_official(state, norm=norm, dropout=None, where=str(cached))
+        return model, _config_for_pth(inferred, f"{name}.pth", direction, published=name)
     looks_like_path = any(sep in name for sep in ("/", "\\")) or Path(name).suffix != ""
     if looks_like_path:
         raise ModelSourceError(f"model {name} does not exist")
@@ -456,19 +563,18 @@ def load_source(source: str | Path, *, direction: str | None = None, norm: str |
     )
 
 
-def _config_for_pth(arch: dict[str, Any], file_name: str, direction: str | None, published: str | None = None) -> ReleaseConfig:
+def _config_for_pth(inferred: InferredArchitecture, file_name: str, direction: str | None, published: str | None = None) -> ReleaseConfig:
     if direction is not None and direction not in DIRECTIONS:
         raise ModelSourceError(f"direction {direction!r} is not valid; expected {' or '.join(DIRECTIONS)}")
     direction = direction or "AtoB"
     source, target = (("A", "B") if direction == "AtoB" else ("B", "A"))
-    provenance: dict[str, Any] = {"source_file": file_name, "brushwork_version": __version__}
-    if published:
-        provenance["published_name"] = published
-    return release_config_for(arch, direction=direction, source=source, target=target, train_size=256, provenance=provenance)
+    arch = inferred.architecture
+    return release_config_for(arch, direction=direction, source=source, target=target, train_size=256,
+                              provenance=_pth_provenance(inferred, file_name, published), test_mode=authors_test_mode(arch))
 
 
 __all__ = [
-    "PUBLISHED_MODELS", "ChecksumError", "DirectionRequiredError", "DownloadError", "InferredArchitecture", "ModelSourceError", "cache_dir",
-    "download_published", "generator_from_state_dict", "import_pth", "infer_architecture",
-    "load_source", "load_state_dict_file", "published_path", "published_url",
+    "CYCLEGAN_MODELS", "PIX2PIX_MODELS", "PUBLISHED_MODELS", "ChecksumError", "DirectionRequiredError", "DownloadError",
+    "InferredArchitecture", "ModelSourceError", "cache_dir", "download_published", "generator_from_state_dict", "import_pth",
+    "infer_architecture", "load_source", "load_state_dict_file", "published_family", "published_path", "published_url",
 ]  # fmt: skip

@@ -1,7 +1,8 @@
-"""``Stylizer``: load a generator once, translate images of any size and kind.
+"""``Stylizer``: load a feed-forward generator once, translate images of any size and kind.
 
-This is the one inference pipeline: the CLI, the Python API and later front ends (web service,
-video, ONNX export) all call it.
+It is the ``image-to-image`` implementation of the one inference pipeline
+(:mod:`brushwork.inference.pipeline`): the CLI, the Python API and the other front ends (web
+service, video, ONNX) all call a pipeline, and this one runs CycleGAN, CUT and pix2pix releases.
 
     >>> stylizer = Stylizer.from_pretrained("runs/monet/release/BtoA")
     >>> painting = stylizer(Image.open("photo.jpg"))          # PIL in, PIL out
@@ -20,18 +21,16 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
-from brushwork.data.imageio import read_image, to_rgb_alpha
-from brushwork.data.transforms import pil_to_uint8, unit_to_uint8
+from brushwork.data.transforms import unit_to_uint8
+from brushwork.inference.pipeline import ImagePipeline, register_pipeline
 from brushwork.inference.tiling import TiledRunner, to_unit
+from brushwork.nn.modes import apply_test_mode, check_test_mode
 from brushwork.release import ReleaseConfig
 from brushwork.tuning import choose_speed
 from brushwork.utils.device import resolve_device
@@ -43,11 +42,13 @@ MIN_SIDE = 4
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GIB = 1 << 30
 
-T = TypeVar("T")
-
 
 class ImageTooSmallError(ValueError):
     """An image is too small to stylise; the message names its size and the minimum."""
+
+
+class ImageTooLargeForModeError(ValueError):
+    """An image would need tiling, which the model's test mode does not allow."""
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -96,7 +97,8 @@ def _pad(x: Tensor, height: int, width: int) -> Tensor:
     return x
 
 
-class Stylizer:
+@register_pipeline("image-to-image")
+class Stylizer(ImagePipeline):
     """Translate images with one generator direction.
 
     Arguments after ``config`` are keyword-only and all have sensible defaults: ``device``
@@ -108,7 +110,9 @@ class Stylizer:
     downscaled copy that gives tiled images their instance-norm statistics; None: the largest
     that fits the budget, see :mod:`brushwork.inference.tiling`),
     ``compile`` (``torch.compile`` the network; pays back only over many images), ``copy_model``
-    (work on a copy, so that the network passed in is not cast or moved).
+    (work on a copy, so that the network passed in is not cast or moved), ``test_mode`` (how
+    batch norm and dropout behave: None takes the release's, ``eval`` or ``train_like``, see
+    :mod:`brushwork.nn.modes`) and ``seed`` (of train_like's dropout noise).
     """
 
     def __init__(
@@ -126,6 +130,8 @@ class Stylizer:
         stats_size: int | None = None,
         compile: bool = False,
         copy_model: bool = True,
+        test_mode: str | None = None,
+        seed: int = 0,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -144,6 +150,9 @@ class Stylizer:
         model = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
+        # batch norm and dropout as the authors test (pix2pix: per-image statistics, seeded dropout)
+        self.test_mode = check_test_mode(test_mode or config.test_mode)
+        self.test_time = apply_test_mode(model, self.test_mode, seed=seed)
         self.model = model
         self._forward: nn.Module = torch.compile(model) if compile else model  # type: ignore[assignment]
         self.batch_size = batch_size
@@ -171,10 +180,20 @@ class Stylizer:
         ``norm`` overrides the norm assumed for a ``.pth`` (instance); other keyword arguments go to
         the constructor (device, precision, ...).
         """
-        from brushwork.inference.sources import load_source
+        from brushwork.inference.sources import ModelSourceError, load_source
 
         model, config = load_source(source, direction=direction, norm=norm, checkpoint=checkpoint, download=download)
+        if config.pipeline != cls.kind:
+            raise ModelSourceError(
+                f"{source} is a {config.pipeline} model, not an image-to-image generator; load it with "
+                "brushwork.inference.load_pipeline" + (" or run: brushwork generate" if config.pipeline == "noise-sampler" else "")
+            )
         return cls(model, config, copy_model=False, **kwargs)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, config: ReleaseConfig, **kwargs: Any) -> Stylizer:
+        """The pipeline factory of the ``image-to-image`` kind (a freshly loaded ``model`` is used in place)."""
+        return cls(model, config, **{"copy_model": False, **kwargs})
 
     @property
     def precision(self) -> str:
@@ -240,6 +259,12 @@ class Stylizer:
     def _translate_tiled(self, x: Tensor) -> Tensor:
         """One (C, H, W) image (uint8, or float in [-1, 1]) in tiles; the result has the input's dtype."""
         h, w = x.shape[-2:]
+        if self.test_mode == "train_like":
+            raise ImageTooLargeForModeError(
+                f"image of {w}x{h} pixels does not fit the memory budget, and this model's test mode (train_like: "
+                "per-image batch-norm statistics and dropout, as its authors test) cannot be tiled; give a larger "
+                "memory budget, resize the image, or use test_mode='eval'"
+            )
         ph, pw = self._padded_size(h, w)
         tile = self.tile_side()
         # statistics from the largest version of the whole image that fits the budget
@@ -249,130 +274,3 @@ class Stylizer:
         log.info("image of %dx%d does not fit the memory budget (%.1f GiB): %d-pixel tiles", w, h,
                  self.memory_budget / GIB, tile)
         return runner(_pad(x, ph, pw))[:, :h, :w]
-
-    # -----------------------------------------------------------------------------------------
-    # Images of every kind
-
-    def stylize_rgb(self, images: Sequence[Image.Image]) -> list[Image.Image]:
-        """8-bit RGB PIL images -> stylised RGB PIL images; same-size images share forward passes."""
-        out: list[Image.Image | None] = [None] * len(images)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, img in enumerate(images):
-            groups.setdefault(img.size, []).append(i)
-        for indices in groups.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                batch = torch.stack([pil_to_uint8(images[i]) for i in chunk])
-                result = self.translate(batch)
-                for k, i in enumerate(chunk):
-                    out[i] = Image.fromarray(result[k].permute(1, 2, 0).numpy(), mode="RGB")
-        return [img for img in out if img is not None]
-
-    @overload
-    def __call__(self, images: Image.Image | str | Path) -> Image.Image: ...
-    @overload
-    def __call__(self, images: np.ndarray) -> np.ndarray: ...
-    @overload
-    def __call__(self, images: Tensor) -> Tensor: ...
-    @overload
-    def __call__(self, images: Sequence[T]) -> list[T]: ...
-
-    def __call__(self, images: Any) -> Any:
-        """Stylise one image or a list; the result is of the same kind as the input.
-
-        - PIL image or file path -> PIL image (RGB, or RGBA with the input's alpha unchanged);
-        - numpy array (H, W), (H, W, 1|3|4), uint8/uint16/float in [0, 1] -> same layout and dtype
-          (grayscale input gives 3 channels);
-        - tensor (C, H, W) or (N, C, H, W), uint8 or float in [0, 1] -> same shape, dtype, device.
-        """
-        if isinstance(images, (list, tuple)):
-            return self._call_many(list(images))
-        if isinstance(images, Tensor) and images.dim() == 4:  # a batch stays a batch
-            return torch.stack(self._call_many(list(images.unbind(0))))
-        return self._call_many([images])[0]
-
-    def _call_many(self, items: list[Any]) -> list[Any]:
-        prepared = [_Prepared.make(item) for item in items]
-        rgb_out = self.stylize_rgb([p.rgb for p in prepared])
-        return [p.finish(out) for p, out in zip(prepared, rgb_out, strict=True)]
-
-
-class _Prepared:
-    """An input of any kind as RGB + alpha, and how to turn the result back into that kind."""
-
-    def __init__(self, rgb: Image.Image, alpha: Image.Image | None, kind: str, meta: dict[str, Any]) -> None:
-        self.rgb, self.alpha, self.kind, self.meta = rgb, alpha, kind, meta
-
-    @classmethod
-    def make(cls, item: Any) -> _Prepared:
-        if isinstance(item, (str, Path)):
-            loaded = read_image(item)
-            return cls(loaded.rgb, loaded.alpha, "pil", {})
-        if isinstance(item, Image.Image):
-            rgb, alpha = to_rgb_alpha(item)
-            return cls(rgb, alpha, "pil", {})
-        if isinstance(item, np.ndarray):
-            return cls._from_array(item, "numpy", {"dtype": item.dtype, "squeeze_alpha": False})
-        if isinstance(item, Tensor):
-            if item.dim() == 4:
-                raise ValueError("a 4-d tensor is handled by Stylizer.__call__ as a batch, not as one image")
-            arr = item.detach().cpu()
-            dtype = arr.dtype
-            if arr.dim() != 3 or arr.shape[0] not in (1, 3, 4):
-                raise ValueError(f"expected an image tensor (C, H, W) with C in 1, 3, 4; got shape {tuple(item.shape)}")
-            return cls._from_array(arr.permute(1, 2, 0).numpy(), "tensor", {"torch_dtype": dtype, "device": item.device})
-        raise TypeError(f"cannot stylise a {type(item).__name__}; give a PIL image, a numpy array, a tensor or a path")
-
-    @classmethod
-    def _from_array(cls, arr: np.ndarray, kind: str, meta: dict[str, Any]) -> _Prepared:
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-            raise ValueError(f"expected an image array (H, W) or (H, W, C) with C in 1, 3, 4; got shape {arr.shape}")
-        meta["scale"] = _array_scale(arr)
-        u8 = _array_to_uint8(arr, meta["scale"])
-        alpha = Image.fromarray(np.ascontiguousarray(u8[:, :, 3])) if u8.shape[2] == 4 else None
-        meta["alpha_raw"] = arr[:, :, 3].copy() if arr.shape[2] == 4 else None
-        rgb_arr = np.repeat(u8[:, :, :1], 3, axis=2) if u8.shape[2] == 1 else u8[:, :, :3]
-        return cls(Image.fromarray(np.ascontiguousarray(rgb_arr), mode="RGB"), alpha, kind, meta)
-
-    def finish(self, out: Image.Image) -> Any:
-        if self.kind == "pil":
-            if self.alpha is not None:
-                out = out.copy()
-                out.putalpha(self.alpha)
-            return out
-        arr = np.asarray(out, dtype=np.uint8)
-        scaled = _uint8_to_scale(arr, self.meta["scale"])
-        if self.meta["alpha_raw"] is not None:  # alpha carried through bit for bit
-            scaled = np.concatenate([scaled, self.meta["alpha_raw"][:, :, None].astype(scaled.dtype)], axis=2)
-        if self.kind == "numpy":
-            return scaled.astype(self.meta["dtype"], copy=False)
-        tensor = torch.from_numpy(np.array(scaled, copy=True)).permute(2, 0, 1)
-        return tensor.to(device=self.meta["device"], dtype=self.meta["torch_dtype"])
-
-
-def _array_scale(arr: np.ndarray) -> float:
-    """The value of full white for an array: 255 (uint8), 65535 (uint16), 1.0 (float)."""
-    if arr.dtype == np.uint8:
-        return 255.0
-    if arr.dtype == np.uint16:
-        return 65535.0
-    if np.issubdtype(arr.dtype, np.floating):
-        return 1.0
-    if arr.dtype == np.bool_:
-        return 1.0
-    raise ValueError(f"unsupported image array dtype {arr.dtype}; expected uint8, uint16 or float in [0, 1]")
-
-
-def _array_to_uint8(arr: np.ndarray, scale: float) -> np.ndarray:
-    if arr.dtype == np.uint8:
-        return arr
-    return np.clip(np.nan_to_num(arr.astype(np.float64)) / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def _uint8_to_scale(arr: np.ndarray, scale: float) -> np.ndarray:
-    if scale == 255.0:
-        return arr
-    out = arr.astype(np.float64) * (scale / 255.0)
-    return np.round(out) if scale > 1 else out.astype(np.float32)

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from brushwork.inference.tiling import swapped_instance_norms
 
 if TYPE_CHECKING:
-    from brushwork.inference.stylizer import Stylizer
+    from brushwork.inference.pipeline import ImagePipeline
 
 log = logging.getLogger(__name__)
 
@@ -190,36 +190,53 @@ class FrameStylizer:
         ...     for batch in batches:            # (N, 3, H, W) uint8, consecutive frames
         ...         out = frames(batch)          # (N, 3, H, W) uint8
 
-    Per-frame mode is ``stylizer.translate`` itself. Stable mode runs a private copy of the
-    stylizer whose instance norms are :class:`SmoothedNorm`, so the caller's stylizer (perhaps
-    serving other requests) is not touched. ``cuts`` lists the frame indices where the average
-    restarted in stable mode (the first frame included).
+    Per-frame mode is ``pipeline.translate`` itself, for any image pipeline. Stable mode runs a
+    private copy of a :class:`~brushwork.inference.Stylizer` whose instance norms are
+    :class:`SmoothedNorm`, so the caller's stylizer (perhaps serving other requests) is not
+    touched. Where there is nothing to smooth (a pipeline that is not a generator, a network
+    without instance norms) or the model's test mode is ``train_like`` (hooks that a copy would
+    duplicate), stable mode runs per-frame and says so in ``warnings``. ``cuts`` lists the frame
+    indices where the average restarted (the first frame included).
     """
 
-    def __init__(self, stylizer: Stylizer, *, temporal: str = "stable", smoothing: float = DEFAULT_SMOOTHING,
+    def __init__(self, pipeline: ImagePipeline, *, temporal: str = "stable", smoothing: float = DEFAULT_SMOOTHING,
                  cut_threshold: float = DEFAULT_CUT_THRESHOLD) -> None:
         if temporal not in TEMPORAL_MODES:
             raise ValueError(f"unknown temporal mode {temporal!r}; expected one of {', '.join(TEMPORAL_MODES)}")
-        self.temporal = temporal
         self.track = NormTrack(smoothing)
         self.detector = SceneCutDetector(cut_threshold)
         self.frames_seen = 0
         self.cuts: list[int] = []
+        self.warnings: list[str] = []
         self._stack = contextlib.ExitStack()
-        self.stylizer = stylizer
+        self.pipeline = pipeline
+        self.temporal = temporal
         if temporal == "stable":
-            from brushwork.inference.stylizer import Stylizer
+            self._make_stable(pipeline)
 
-            self.stylizer = Stylizer(
-                stylizer.model, stylizer.config, device=stylizer.device, precision=stylizer.precision,
-                channels_last=stylizer.channels_last, batch_size=stylizer.batch_size,
-                memory_budget=stylizer.memory_budget, tile_size=stylizer.tile_size,
-                tile_overlap=stylizer.tile_overlap, stats_size=stylizer.stats_size, copy_model=True,
-            )  # fmt: skip
-            norms = self._stack.enter_context(
-                swapped_instance_norms(self.stylizer.model, lambda norm: SmoothedNorm(norm, self.track)))
-            if not norms:
-                log.warning("the network has no instance norms: stable mode is the same as per-frame")
+    def _make_stable(self, pipeline: ImagePipeline) -> None:
+        from brushwork.inference.stylizer import Stylizer
+
+        why = None
+        if not isinstance(pipeline, Stylizer):
+            why = f"a {pipeline.kind or type(pipeline).__name__} pipeline has no instance norms to smooth"
+        elif pipeline.test_mode != "eval":
+            why = f"the model's test mode is {pipeline.test_mode}"
+        elif not any(isinstance(m, nn.InstanceNorm2d) and not m.track_running_stats for m in pipeline.model.modules()):
+            why = "the network has no instance norms"
+        if why is not None:
+            self.warnings.append(f"stable normalisation does not apply ({why}): frames are stylised one by one")
+            log.warning("%s", self.warnings[-1])
+            self.temporal = "per-frame"
+            return
+        assert isinstance(pipeline, Stylizer)
+        self.pipeline = Stylizer(
+            pipeline.model, pipeline.config, device=pipeline.device, precision=pipeline.precision,
+            channels_last=pipeline.channels_last, batch_size=pipeline.batch_size,
+            memory_budget=pipeline.memory_budget, tile_size=pipeline.tile_size,
+            tile_overlap=pipeline.tile_overlap, stats_size=pipeline.stats_size, copy_model=True, test_mode="eval",
+        )  # fmt: skip
+        self._stack.enter_context(swapped_instance_norms(self.pipeline.model, lambda norm: SmoothedNorm(norm, self.track)))
 
     def __enter__(self) -> FrameStylizer:
         return self
@@ -236,14 +253,14 @@ class FrameStylizer:
             raise ValueError(f"expected uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
         if self.temporal == "per-frame":
             self.frames_seen += frames.shape[0]
-            return self.stylizer.translate(frames)
+            return self.pipeline.translate(frames)
         cuts = self.detector(frames)
         self.cuts += [self.frames_seen + int(i) for i in cuts.nonzero().flatten()]
         self.frames_seen += frames.shape[0]
         h, w = frames.shape[-2:]
-        if not self.stylizer.fits(1, h, w):
+        if not self.pipeline.fits(1, h, w):  # type: ignore[attr-defined]
             raise StableModeError(
                 f"frames of {w}x{h} do not fit the memory budget in one pass, and stable mode needs whole "
                 "frames; raise the budget (--memory-gb) or use --temporal per-frame (tiled frames)")
         self.track.begin(cuts)
-        return self.stylizer.translate(frames)
+        return self.pipeline.translate(frames)

@@ -43,7 +43,7 @@ from brushwork.utils.files import atomic_path
 
 if TYPE_CHECKING:
     from brushwork.inference.io import BatchReport, InputItem
-    from brushwork.inference.stylizer import Stylizer
+    from brushwork.inference.pipeline import ImagePipeline
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +467,7 @@ def _target_size(width: int, height: int, size: int | None) -> tuple[int, int]:
 
 
 def stylize_video(
-    stylizer: Stylizer,
+    stylizer: ImagePipeline,
     source: Path | str,
     target: Path | str,
     *,
@@ -482,8 +482,8 @@ def stylize_video(
 ) -> VideoReport:
     """Stylise the video ``source`` into ``target`` (container from its suffix); see the module docstring.
 
-    ``stylizer`` is a :class:`~brushwork.inference.Stylizer`; frames go through it in batches of
-    its ``batch_size``. ``temporal``: ``stable`` (norm statistics smoothed over frames with factor
+    ``stylizer`` is an image pipeline (:class:`~brushwork.inference.Stylizer` or another kind);
+    frames go through it in batches of its ``batch_size``. ``temporal``: ``stable`` (norm statistics smoothed over frames with factor
     ``smoothing``, restarted at scene cuts found with ``cut_threshold``) or ``per-frame``;
     ``size``: stylise at this short side; ``side_by_side``: input and output next to each other;
     ``progress(done, total)`` is called after each batch of frames.
@@ -508,7 +508,7 @@ def stylize_video(
     return report
 
 
-def _transcode(stylizer: Stylizer, info: VideoInfo, target: Path, report: VideoReport, spec: VideoCodec, quality: int,
+def _transcode(stylizer: ImagePipeline, info: VideoInfo, target: Path, report: VideoReport, spec: VideoCodec, quality: int,
                muxer: str, *, width: int, height: int, temporal: str, smoothing: float, cut_threshold: float,
                side_by_side: bool, progress: Progress | None) -> None:
     import av
@@ -561,6 +561,8 @@ def _transcode(stylizer: Stylizer, info: VideoInfo, target: Path, report: VideoR
             except av.FFmpegError as exc:
                 raise VideoWriteError(f"audio could not be re-encoded ({_why(exc)})") from None
             report.cuts = list(frames.cuts)
+            report.temporal = frames.temporal
+            report.warnings += [f"{source}: {w}" for w in frames.warnings]
         if writer.retimed:
             report.warnings.append(f"{source}: {writer.retimed} frame(s) had missing or repeated timestamps; retimed at {float(info.rate):.3f} fps")
 
@@ -594,7 +596,7 @@ FileProgress = Callable[["InputItem", int, "int | None"], None]  # (item, frames
 
 
 def stylize_video_files(
-    stylizer: Stylizer,
+    stylizer: ImagePipeline,
     items: list[InputItem],
     out_dir: Path,
     *,
@@ -609,7 +611,7 @@ def stylize_video_files(
     go to :func:`stylize_video`.
     """
     from brushwork.inference.io import BatchReport, check_output_folder
-    from brushwork.inference.stylizer import ImageTooSmallError
+    from brushwork.inference.stylizer import ImageTooLargeForModeError, ImageTooSmallError
     from brushwork.inference.temporal import StableModeError
 
     report, videos = BatchReport(), []
@@ -632,7 +634,8 @@ def stylize_video_files(
 
         try:
             video = stylize_video(stylizer, item.path, target, progress=frames_done, **options)
-        except (VideoReadError, VideoWriteError, StableModeError, ImageTooSmallError, OSError, RuntimeError) as exc:
+        except (VideoReadError, VideoWriteError, StableModeError, ImageTooSmallError, ImageTooLargeForModeError, OSError,
+                RuntimeError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if not message.startswith(str(item.path)):
                 message = f"{item.path}: {message}"

@@ -1,17 +1,21 @@
 """The contract between a training method and the trainer.
 
-A method owns its networks and says, per optimisation phase, which networks that phase trains
-and what its loss is. The trainer owns everything else: devices, optimisers, schedules, mixed
-precision, gradient switching, distribution, logging and checkpoints. During a phase only the
-parameters of that phase's networks require gradients (so, for CycleGAN, the discriminators are
-frozen while the generators are updated).
+A method is one module that registers a :class:`MethodSpec`: its settings (a ``model`` and an
+``objective`` dataclass with its own defaults, plus overrides of the shared sections' defaults),
+the kind of data it trains on, and a builder. The built :class:`Method` owns its networks and
+says, per optimisation phase, which networks that phase trains, with which optimiser settings,
+and what its loss is. It may look at the first batch before training (:meth:`Method.setup`),
+and names the generators it releases. The trainer owns everything else: devices, optimisers,
+schedules, mixed precision, gradient switching, distribution, logging, samples, evaluation,
+checkpoints and releases. During a phase only that phase's networks require gradients (so, for
+CycleGAN, the discriminators are frozen while the generators are updated).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -24,29 +28,50 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Phase:
-    """One optimisation phase: the named networks it trains, updated by one optimiser."""
+    """One optimisation phase: the named networks it trains, updated by one Adam.
+
+    ``lr`` and ``betas`` override the run's ``optim.lr`` / ``optim.beta1, beta2`` for this phase
+    (None: the run's); the learning-rate schedule applies to every phase alike. ``forward``
+    names networks that run with gradients in this phase although it does not update them: a
+    later phase's loss goes through the graph they build here (pix2pix and DCGAN update D first
+    on G's output, then G on the same output, as their authors' code does). Their gradients
+    from this phase's loss, if any, are discarded when their own phase starts.
+    """
 
     name: str
     networks: tuple[str, ...]
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    forward: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ReleaseSpec:
-    """What a release artifact needs to rebuild and describe one generator."""
+    """What a release artifact needs to rebuild and describe one generator.
+
+    ``source_domain`` is None for a generator of noise (its pipeline is ``noise-sampler``).
+    """
 
     network: str  # key in Method.networks
     architecture: dict[str, Any]  # {"name": registry name, **constructor kwargs}
-    source_domain: str
+    source_domain: str | None
     target_domain: str
+    pipeline: str = "image-to-image"
 
 
 class Method(ABC):
-    """Base class of training methods (CycleGAN, ...)."""
+    """Base class of training methods (CycleGAN, CUT, pix2pix, DCGAN, ...)."""
 
     #: every trainable network, keyed by name; the trainer moves, wraps and checkpoints them
     networks: nn.ModuleDict
-    #: the kind of training data it needs (a name in ``brushwork.data.builders.DATASETS``)
-    dataset_kind: str = "unpaired"
+
+    def setup(self, batch: dict[str, Tensor]) -> None:  # noqa: B027 - optional hook
+        """Called once with a batch of training data before the optimisers are built.
+
+        A method may create networks here whose shape depends on the data (CUT's projection
+        head). It runs on every start, resumed or not, before a checkpoint is loaded, and must
+        create the same networks from any batch of the run's data.
+        """
 
     @abstractmethod
     def phases(self) -> list[Phase]:
@@ -64,7 +89,7 @@ class Method(ABC):
         """Images for a sample grid, each (N, 3, H, W) in [-1, 1], in display order."""
 
     def release_specs(self) -> dict[str, ReleaseSpec]:
-        """Generators worth releasing for inference, keyed by direction name (``AtoB``)."""
+        """Generators worth releasing for inference, keyed by release name (``AtoB``, ``generator``)."""
         return {}
 
     def extra_state(self) -> dict[str, Any]:
@@ -78,10 +103,36 @@ class Method(ABC):
         self.networks.train(mode)
 
 
-METHODS: Registry[Method] = Registry("method")
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its settings types, its data kind, its defaults and its builder.
 
-MethodBuilder = Callable[["TrainConfig"], Method]
+    ``defaults`` override the shared sections' defaults for this method (``{"optim": {"epochs":
+    150}}``); the resolution order is dataclass defaults < ``defaults`` < YAML < flags < --set.
+    ``check`` validates settings that span sections (e.g. a size the generator needs).
+    """
+
+    name: str
+    summary: str
+    model: type
+    objective: type
+    data_kind: str  # a name in brushwork.data.builders.DATASETS
+    build: Callable[[TrainConfig], Method]
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    check: Callable[[TrainConfig], None] = lambda config: None
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    METHODS.add(spec.name, spec)
+    return spec
+
+
+def method_spec(name: str) -> MethodSpec:
+    return METHODS.entry(name)
 
 
 def build_method(config: TrainConfig) -> Method:
-    return METHODS.build(config.method, config=config)
+    return method_spec(config.method).build(config)

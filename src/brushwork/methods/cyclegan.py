@@ -14,17 +14,43 @@ Per iteration:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from brushwork.config import TrainConfig
-from brushwork.methods.base import METHODS, Method, Phase, ReleaseSpec
+from brushwork.config import TrainConfig, check, one_of, setting
+from brushwork.methods.base import Method, MethodSpec, Phase, ReleaseSpec, register_method
 from brushwork.methods.losses import GANLoss, gradient_penalty
 from brushwork.methods.pool import ImagePool
+from brushwork.methods.settings import GAN_MODES, ImageGANModel
 from brushwork.nn import build_discriminator, build_generator, init_weights
+
+
+@dataclass(frozen=True)
+class CycleGANModel(ImageGANModel):
+    """CycleGAN's architectures: the reference defaults of :class:`ImageGANModel`."""
+
+
+@dataclass(frozen=True)
+class CycleGANObjective:
+    """Loss weights (Zhu et al. 2017, eq. 3 and the identity term of section 5.2)."""
+
+    gan_mode: str = setting("lsgan", help="lsgan | vanilla | wgangp (lsgan).")
+    lambda_a: float = setting(10.0, flag="--lambda-a", help="Cycle weight A->B->A (10).")
+    lambda_b: float = setting(10.0, flag="--lambda-b", help="Cycle weight B->A->B (10).")
+    lambda_identity: float = setting(0.5, help="Identity weight, relative to the cycle weights (0.5).")
+    pool_size: int = setting(50, help="Image history pool size (50; 0 = off).")
+    lambda_gp: float = setting(10.0, help="WGAN-GP gradient penalty weight (10).")
+
+    def __post_init__(self) -> None:
+        one_of("objective.gan_mode", self.gan_mode, GAN_MODES)
+        for name in ("lambda_a", "lambda_b", "lambda_identity", "lambda_gp"):
+            value = getattr(self, name)
+            check(value >= 0, f"objective.{name} must be >= 0, got {value}")
+        check(self.pool_size >= 0, f"objective.pool_size must be >= 0, got {self.pool_size}")
 
 
 class CycleGAN(Method):
@@ -145,6 +171,11 @@ class CycleGAN(Method):
         self.pool_b.load_state_dict(state["pool_B"], device)
 
 
-@METHODS.register("cyclegan")
-def _build_cyclegan(*, config: TrainConfig) -> Method:
-    return CycleGAN(config)
+register_method(MethodSpec(
+    name="cyclegan",
+    summary="CycleGAN (Zhu et al. 2017): two generators and two PatchGANs on unpaired folders",
+    model=CycleGANModel,
+    objective=CycleGANObjective,
+    data_kind="unpaired",
+    build=CycleGAN,
+))

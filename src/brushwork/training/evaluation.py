@@ -1,9 +1,12 @@
-"""Evaluation during training: KID and FID of every generator direction on the test split.
+"""Evaluation during training: KID and FID of every released generator on the test split.
 
-Every ``eval.every`` steps the hook translates the test images of each direction's source domain
-(resized to the training crop size, as at test time, in float32 whatever the training precision), computes KID and FID of the translations
-against the real test images of the target domain, and keeps the best generator so far by
-``eval.metric`` as a release folder ``RUN/best/<direction>/`` with a ``best.json`` beside it.
+Every ``eval.every`` steps the hook runs each generator the method releases: an image-to-image
+one translates the test images of its source domain (resized to the training crop size, as at
+test time, in float32 whatever the training precision); a generator of noise makes
+``eval.samples`` images from fixed latents. It computes KID and FID of the results against the
+real test images of the target domain (the data kind says which files those are,
+:func:`~brushwork.data.builders.evaluation_domains`), and keeps the best generator so far by
+``eval.metric`` as a release folder ``RUN/best/<name>/`` with a ``best.json`` beside it.
 The real images' features are computed once per run (and cached on disk between runs).
 """
 
@@ -18,11 +21,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from brushwork.config import DataConfig, TrainConfig
-from brushwork.data.imageio import read_rgb
+from brushwork.config import TrainConfig
+from brushwork.data.builders import EvalDomain, evaluation_domains
 from brushwork.data.transforms import pil_to_uint8, uint8_to_unit, unit_to_uint8
-from brushwork.data.unpaired import DatasetError, resolve_domain_folders
-from brushwork.metrics.evaluate import images_in
+from brushwork.data.unpaired import DatasetError
+from brushwork.inference.sampler import sample_latents
+from brushwork.methods import method_spec
 from brushwork.metrics.features import FeatureCache, InceptionExtractor, InceptionFeatures
 from brushwork.metrics.scores import frechet_distance, kernel_inception_distance
 from brushwork.metrics.weights import find_inception_weights
@@ -33,18 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BEST_FILE = "best.json"
-
-
-def evaluation_folders(data: DataConfig) -> dict[str, list[Path]]:
-    """Image files per domain: the test split when there is one, else the training folders (warned)."""
-    try:
-        folders = resolve_domain_folders(data.root, data.dir_a, data.dir_b, "test")
-        if data.root is None:
-            log.warning("evaluating on the training folders %s and %s (no test split with data.dir_a/dir_b)", data.dir_a, data.dir_b)
-    except DatasetError:
-        folders = resolve_domain_folders(data.root, data.dir_a, data.dir_b, "train")
-        log.warning("no testA/ and testB/ in %s: evaluating on the training images", data.root)
-    return {"A": images_in(folders.a, "evaluation domain A"), "B": images_in(folders.b, "evaluation domain B")}
 
 
 class EvaluationHook:
@@ -60,10 +52,11 @@ class EvaluationHook:
         self.device = device
         # Resolved now so that a missing weights file or test folder fails before training starts.
         self.weights = find_inception_weights(ec.inception_weights)
-        self.files = {k: v[: ec.max_images] if ec.max_images else v for k, v in evaluation_folders(config.data).items()}
-        for domain, files in self.files.items():
-            if len(files) < 2:
-                raise DatasetError(f"evaluation needs at least 2 images of domain {domain}, found {len(files)}")
+        domains = evaluation_domains(method_spec(config.method).data_kind, config.data)
+        self.domains = {k: EvalDomain(v.files[: ec.max_images] if ec.max_images else v.files, v.part) for k, v in domains.items()}
+        for domain, found in self.domains.items():
+            if len(found.files) < 2:
+                raise DatasetError(f"evaluation needs at least 2 images of domain {domain}, found {len(found.files)}")
         self._extractor: InceptionExtractor | None = None
         self._real: dict[str, InceptionFeatures] = {}
         self._inputs: dict[str, Tensor] = {}
@@ -77,17 +70,30 @@ class EvaluationHook:
 
     def _real_features(self, domain: str) -> InceptionFeatures:
         if domain not in self._real:
-            self._real[domain] = self.extractor.extract_files(self.files[domain], cache=FeatureCache())
+            found = self.domains[domain]
+            if found.part is None:
+                self._real[domain] = self.extractor.extract_files(found.files, cache=FeatureCache())
+            else:  # halves of aligned A|B files
+                self._real[domain] = self.extractor.extract(pil_to_uint8(found.load(p)) for p in found.files)
         return self._real[domain]
 
     def _test_inputs(self, domain: str) -> Tensor:
         """uint8 (N, 3, S, S): the domain's test images resized to the crop size (test-time preprocessing)."""
         if domain not in self._inputs:
             size = self.config.data.crop_size
+            found = self.domains[domain]
             self._inputs[domain] = torch.stack(
-                [pil_to_uint8(read_rgb(p).resize((size, size), Image.Resampling.BICUBIC)) for p in self.files[domain]]
+                [pil_to_uint8(found.load(p).resize((size, size), Image.Resampling.BICUBIC)) for p in found.files]
             )
         return self._inputs[domain]
+
+    def _generate(self, trainer: Trainer, network: str, latent_dim: int) -> list[Tensor]:
+        """``eval.samples`` images from the same latents at every evaluation (seed 0)."""
+        net = trainer.method.networks[network]
+        z = sample_latents(self.config.eval.samples, latent_dim, seed=0)
+        batch = self.config.eval.batch_size
+        with torch.no_grad():
+            return [img for i in range(0, z.shape[0], batch) for img in unit_to_uint8(net(z[i : i + batch].to(trainer.device))).cpu()]
 
     def _translate(self, trainer: Trainer, network: str, images: Tensor) -> list[Tensor]:
         net = trainer.method.networks[network]
@@ -120,7 +126,10 @@ class EvaluationHook:
             self.best = self._load_best(trainer.run_dir, list(specs))
         values: dict[str, float] = {}
         for direction, spec in specs.items():
-            fakes = self._translate(trainer, spec.network, self._test_inputs(spec.source_domain))
+            if spec.source_domain is None:
+                fakes = self._generate(trainer, spec.network, int(spec.architecture["latent_dim"]))
+            else:
+                fakes = self._translate(trainer, spec.network, self._test_inputs(spec.source_domain))
             fake = self.extractor.extract(fakes)
             real = self._real_features(spec.target_domain)
             kid = kernel_inception_distance(fake.pool, real.pool)

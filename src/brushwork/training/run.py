@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from brushwork.config import TrainConfig, build_dataclass, load_yaml
+from brushwork.checkpoints import find_resume_checkpoint, load_checkpoint
+from brushwork.config import TrainConfig
 from brushwork.data.builders import build_training_data
-from brushwork.methods import build_method
-from brushwork.training.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
+from brushwork.methods import build_method, method_spec
+from brushwork.runs import load_run_config
 from brushwork.training.trainer import Trainer, TrainerHook, TrainResult, _unwrap, export_releases
 from brushwork.utils.device import resolve_device
 from brushwork.utils.seed import seed_everything
@@ -28,7 +29,7 @@ def run_training(config: TrainConfig, *, resume: str | Path | None = None, hooks
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not config.run.deterministic
     method = build_method(config)
-    data = build_training_data(method.dataset_kind, config.data, config.run.seed)
+    data = build_training_data(method_spec(config.method).data_kind, config.data, config.run.seed)
     log.info("data: %s", data.description)
     log.info("device: %s, precision: %s", device, config.run.precision)
     hooks = list(hooks)
@@ -41,13 +42,6 @@ def run_training(config: TrainConfig, *, resume: str | Path | None = None, hooks
     if data.skipped:
         log.warning("skipped %d unreadable image(s): %s", len(data.skipped), ", ".join(map(str, data.skipped[:5])))
     return result
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a brushwork run folder: config.yaml is missing")
-    return build_dataclass(TrainConfig, load_yaml(path))
 
 
 def export_run(run_dir: Path, *, checkpoint: Path | None = None, out: Path | None = None) -> dict[str, Path]:

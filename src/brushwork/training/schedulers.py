@@ -5,7 +5,8 @@ epochs, exactly as the reference implementation does. With it, a run's length is
 iterations and may end long before epoch 200, so the same shape is laid over its ``max_steps``
 iterations instead and stepped once per iteration (:func:`steps_per_iteration`): ``linear``
 keeps the rate for the first ``epochs / (epochs + epochs_decay)`` of them, then decays it.
-``plateau`` reacts to an epoch's mean loss, so it always steps per epoch.
+``plateau`` reacts to an epoch's mean loss, so it always steps per epoch; ``inverse`` (AdaIN's
+``lr / (1 + lr_decay_rate * iteration)``) is defined per iteration, so it always steps per iteration.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ Scheduler = LRScheduler | ReduceLROnPlateau
 
 def steps_per_iteration(cfg: OptimConfig) -> bool:
     """Whether the trainer steps this schedule after every iteration (else after every epoch)."""
-    return cfg.max_steps is not None and cfg.lr_policy != "plateau"
+    return cfg.lr_policy == "inverse" or (cfg.max_steps is not None and cfg.lr_policy != "plateau")
 
 
 def build_scheduler(optimizer: Optimizer, cfg: OptimConfig) -> Scheduler:
@@ -37,6 +38,9 @@ def build_scheduler(optimizer: Optimizer, cfg: OptimConfig) -> Scheduler:
     ``constant``: no change. With ``max_steps`` the epochs become that many iterations in all,
     split in the same proportions.
     """
+    if cfg.lr_policy == "inverse":
+        rate = cfg.lr_decay_rate
+        return LambdaLR(optimizer, lr_lambda=lambda n: 1.0 / (1.0 + rate * n))
     if steps_per_iteration(cfg):
         assert cfg.max_steps is not None
         total, epochs = cfg.max_steps, max(1, cfg.total_epochs)

@@ -24,12 +24,7 @@ from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
 from torch.utils.data import DataLoader
 
-from brushwork.config import TrainConfig
-from brushwork.data.builders import TrainingData
-from brushwork.methods.base import Method
-from brushwork.nn.conv import gemm_weight_grad
-from brushwork.release import release_config_for, save_release
-from brushwork.training.checkpoint import (
+from brushwork.checkpoints import (
     CheckpointError,
     checkpoint_path,
     find_resume_checkpoint,
@@ -38,6 +33,12 @@ from brushwork.training.checkpoint import (
     remove_interrupted_saves,
     save_checkpoint,
 )
+from brushwork.config import TrainConfig
+from brushwork.data.builders import TrainingData
+from brushwork.methods.base import Method
+from brushwork.nn.conv import gemm_weight_grad
+from brushwork.nn.modes import authors_test_mode
+from brushwork.release import release_config_for, save_release
 from brushwork.training.compiling import CompilePlan, compile_errors, compile_network, plan_compile
 from brushwork.training.logger import MetricLogger
 from brushwork.training.samples import save_sample_grid
@@ -127,21 +128,9 @@ class Trainer:
         self.speed = SpeedSetting("fp32", channels_last=False)
         self.autocast_dtype = torch.float32
         self.memory_format = torch.contiguous_format
-        # The fused Adam kernel exists for CPU and CUDA tensors; elsewhere the foreach one is used.
-        fused = device.type in ("cpu", "cuda")
-        self.optimizers: dict[str, Optimizer] = {
-            phase.name: Adam(
-                [p for name in phase.networks for p in method.networks[name].parameters()],
-                lr=config.optim.lr,
-                betas=(config.optim.beta1, config.optim.beta2),
-                fused=fused or None,
-                foreach=None if fused else True,
-            )
-            for phase in self.phases
-        }
-        self.schedulers: dict[str, Scheduler] = {
-            name: build_scheduler(opt, config.optim) for name, opt in self.optimizers.items()
-        }
+        # Built by _setup() from the first batch, once the method has made all its networks.
+        self.optimizers: dict[str, Optimizer] = {}
+        self.schedulers: dict[str, Scheduler] = {}
         self.schedule_per_iteration = steps_per_iteration(config.optim)  # --steps: fit the schedule to the run
         # fp16 needs loss scaling: asked for, or CUDA's auto precision on a GPU without bf16.
         fp16 = config.run.precision == "fp16" or (
@@ -159,8 +148,29 @@ class Trainer:
             if config.optim.max_steps is None:
                 self.total_steps = config.optim.total_epochs * self.steps_per_epoch
         # The networks as built: samples and evaluation use these, so they never trigger a compile.
-        self._eager_networks = dict(method.networks.items())
+        self._eager_networks: dict[str, nn.Module] = {}
         self.compile_plan: CompilePlan | None = None  # decided once the steps left are known
+
+    def _setup(self, batch: dict[str, Tensor]) -> None:
+        """Once, before the first step: the method's setup from a batch, then one Adam per phase."""
+        if self.optimizers:
+            return
+        self.method.setup({k: v.to(self.device) for k, v in batch.items()})
+        self.method.networks.to(device=self.device)
+        self._eager_networks = dict(self.method.networks.items())
+        optim = self.config.optim
+        # The fused Adam kernel exists for CPU and CUDA tensors; elsewhere the foreach one is used.
+        fused = self.device.type in ("cpu", "cuda")
+        for phase in self.phases:
+            params = [p for name in phase.networks for p in self.method.networks[name].parameters()]
+            self.optimizers[phase.name] = Adam(
+                params,
+                lr=optim.lr if phase.lr is None else phase.lr,
+                betas=(optim.beta1, optim.beta2) if phase.betas is None else phase.betas,
+                fused=fused or None,
+                foreach=None if fused else True,
+            )
+            self.schedulers[phase.name] = build_scheduler(self.optimizers[phase.name], optim)
 
     def _prepare_speed(self, steps_left: int, resumed: dict[str, Any] | None = None) -> CompilePlan:
         """Once, before the first step: decide on torch.compile for the steps left, then the speed setting.
@@ -256,13 +266,14 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One iteration over all phases; returns the named losses as floats."""
+        self._setup(batch)
         plan = self._prepare_speed(self.total_steps - self.step)
         ctx: dict[str, Any] = {}
         losses: dict[str, Tensor] = {}
         batch = {k: v.to(self.device, non_blocking=True, memory_format=self.memory_format) for k, v in batch.items()}
         with compile_errors(plan):
             for phase in self.phases:
-                self._set_trainable(phase.networks)
+                self._set_trainable(phase.networks + phase.forward)
                 opt = self.optimizers[phase.name]
                 opt.zero_grad(set_to_none=True)
                 with self._autocast(), gemm_weight_grad(self.speed.gemm_weight_grad):
@@ -346,6 +357,7 @@ class Trainer:
         if self.resume is not None:
             resumed_from = find_resume_checkpoint(self.run_dir, self.resume)
             state = load_checkpoint(resumed_from, map_location=self.device, pick_flag="--resume-from")
+        self._setup(self._data.sample_batch)
         plan = self._prepare_speed(self.total_steps - int(state["step"] if state else 0), state.get("speed") if state else None)
         log.info("torch.compile %s; %s layout", plan.reason, "channels_last" if self.memory_format == torch.channels_last else "NCHW")
         if state is not None:
@@ -467,9 +479,11 @@ def export_releases(
         release = release_config_for(
             spec.architecture,
             direction=direction,
-            source=spec.source_domain,
+            source=spec.source_domain or "noise",
             target=spec.target_domain,
             train_size=config.data.crop_size,
+            pipeline=spec.pipeline,
+            test_mode=authors_test_mode(spec.architecture),  # pix2pix: the authors' train-mode test (brushwork.nn.modes)
             provenance={"method": config.method, "step": step, "run": str(run_dir), "data": config.data.root
                         or f"{config.data.dir_a} | {config.data.dir_b}"},
         )
