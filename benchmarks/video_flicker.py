@@ -47,7 +47,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from brushwork.inference import Stylizer
-from brushwork.inference.temporal import DEFAULT_SMOOTHING, FrameStylizer
+from brushwork.inference.temporal import DEFAULT_SMOOTHING, FrameStylizer, SceneCutDetector
 from brushwork.inference.video import stylize_video
 from brushwork.nn import build_generator, init_weights
 from brushwork.nn.layers import InstanceNorm2d
@@ -211,6 +211,8 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3, help="end-to-end runs of each mode (interleaved)")
     parser.add_argument("--sweep", type=float, nargs="*", default=[0.5, 0.8, 0.95], help="extra smoothing factors (in memory)")
+    parser.add_argument("--models", default="vintagify,random", help="comma-separated: vintagify, random")
+    parser.add_argument("--no-in-memory", action="store_true", help="skip the in-memory sweep (end-to-end runs only)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the clips in this folder")
     args = parser.parse_args()
@@ -230,28 +232,46 @@ def main() -> None:
         clip = tmp / "clip.mp4"
         write_clip(frames, clip, args.fps)
         decoded = read_frames(clip)
-        models = [("vintagify", vintagify_stylizer()), ("random-init ngf16", random_stylizer())]
+        detector = SceneCutDetector()
+        flags = torch.cat([detector(decoded[i : i + 4]) for i in range(0, decoded.shape[0], 4)])
+        within = [d for i, d in enumerate(detector.distances, start=1) if i != shots[1].start]
+        print(f"scene cuts found at {flags.nonzero().flatten().tolist()}; histogram distance at the cut "
+              f"{detector.distances[shots[1].start - 1]:.3f}, within shots at most {max(within):.3f} "
+              f"(threshold {detector.threshold})")
+        results["cut_distance"] = detector.distances[shots[1].start - 1]
+        results["within_shot_max_distance"] = max(within)
+        wanted = args.models.split(",")
+        models = [("vintagify", vintagify_stylizer() if "vintagify" in wanted else None),
+                  ("random-init ngf16", random_stylizer() if "random" in wanted else None)]  # fmt: skip
         for model_name, stylizer in models:
             if stylizer is None:
-                print(f"{model_name}: not installed (pip install --no-deps vintagify==0.1.2); skipped")
+                if model_name == "vintagify" and "vintagify" in wanted:
+                    print(f"{model_name}: not installed (pip install --no-deps vintagify==0.1.2); skipped")
                 continue
             print(f"\n== {model_name}: {stylizer.describe()}")
-            per_frame, _, _ = run_frames(stylizer, decoded, "per-frame", 0.0)
-            rows = {"per-frame": scores(per_frame, decoded, shots)}
-            print(f"  per-frame        {fmt(rows['per-frame'])}")
-            for a in sorted({DEFAULT_SMOOTHING, *args.sweep}):
-                out, _, cuts = run_frames(stylizer, decoded, "stable", a)
-                row = scores(out, decoded, shots)
-                row["deviation"] = float((out.float() - per_frame.float()).abs().mean())
-                row["cuts"] = cuts
-                rows[f"stable {a}"] = row
-                print(f"  stable a={a:<5}   {fmt(row)}  deviation {row['deviation']:.2f}  cuts {cuts}")
-            entry: dict[str, object] = {"in_memory": rows}
-            if model_name == "vintagify":
+            entry: dict[str, object] = {}
+            if not args.no_in_memory:
+                entry["in_memory"] = sweep(stylizer, decoded, shots, sorted({DEFAULT_SMOOTHING, *args.sweep}))
+            if model_name == "vintagify" and args.repeats > 0:
                 entry["end_to_end"] = end_to_end(stylizer, clip, decoded, shots, tmp, args.repeats)
             results[model_name] = entry
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def sweep(stylizer: Stylizer, decoded: Tensor, shots: list[Shot], factors: list[float]) -> dict[str, dict[str, object]]:
+    """Per-frame and stable at each smoothing factor, on the decoded frames in memory (before any encoding)."""
+    per_frame, _, _ = run_frames(stylizer, decoded, "per-frame", 0.0)
+    rows: dict[str, dict[str, object]] = {"per-frame": dict(scores(per_frame, decoded, shots))}
+    print(f"  per-frame        {fmt(rows['per-frame'])}")  # type: ignore[arg-type]
+    for a in factors:
+        out, _, cuts = run_frames(stylizer, decoded, "stable", a)
+        row: dict[str, object] = dict(scores(out, decoded, shots))
+        row["deviation"] = float((out.float() - per_frame.float()).abs().mean())
+        row["cuts"] = cuts
+        rows[f"stable {a}"] = row
+        print(f"  stable a={a:<5}   {fmt(row)}  deviation {row['deviation']:.2f}  cuts {cuts}")  # type: ignore[arg-type]
+    return rows
 
 
 def end_to_end(stylizer: Stylizer, clip: Path, decoded: Tensor, shots: list[Shot], tmp: Path, repeats: int) -> dict[str, object]:

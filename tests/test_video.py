@@ -52,6 +52,7 @@ def make_clip(path: Path, frames: np.ndarray, *, fmt: str | None = None, rate: F
               options: dict[str, str] | None = None) -> Path:
     """Write ``frames`` as a video with PyAV: H.264, optional display rotation and AAC sine audio."""
     with av.open(str(path), "w", format=fmt) as out:
+        out.metadata["title"] = "a test clip"
         video = out.add_stream(encoder, rate=rate, options=options or {})
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         if time_base is not None:
@@ -116,6 +117,8 @@ def test_round_trip_keeps_rate_size_frames_rotation_and_audio(tmp_path: Path, st
     assert out.rate == src.rate == RATE
     assert out.rotation == src.rotation == 90
     assert out.audio_codecs == ("aac",) and report.audio == ["aac copied"]
+    with av.open(str(target)) as container:
+        assert container.metadata.get("title") == "a test clip"
     frames, times = decode(target)
     _, src_times = decode(clip)
     assert len(frames) == report.frames == 12

@@ -8,7 +8,8 @@ What is kept from the input: the frame timestamps (so the frame rate, constant, 
 rational like 30000/1001; AVI is constant-rate by design and is retimed by frame index), the
 resolution (odd sides lose their last row or column: yuv420p needs even ones), the pixel aspect
 ratio, the rotation (the display matrix, applied by players, since frames are stylised as
-stored), the colour tags (BT.601/709 matrix, range, primaries, transfer) and every audio stream:
+stored), the colour tags (BT.601/709 matrix, range, primaries, transfer), the container's tags
+(title, creation time, location) and every audio stream:
 copied packet for packet where the output container can hold its codec, else re-encoded (AAC,
 Opus for WebM). Subtitle and data streams are not carried over.
 
@@ -313,6 +314,8 @@ class VideoReport:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+#: Container tags that describe the file rather than the content; the output's muxer writes its own.
+_MUXER_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "duration"}
 _SWS_COLORSPACE = {1: "itu709", 9: "bt2020", 10: "bt2020"}  # AVColorSpace -> swscale matrix; else BT.601
 
 
@@ -525,6 +528,9 @@ def _transcode(stylizer: ImagePipeline, info: VideoInfo, target: Path, report: V
         report.audio = [p.describe() for p in plans]
         with atomic_path(target) as tmp, _output(tmp, muxer) as out, FrameStylizer(
                 stylizer, temporal=temporal, smoothing=smoothing, cut_threshold=cut_threshold) as frames:
+            for key, value in container.metadata.items():  # title, creation time, location...
+                if key.lower() not in _MUXER_TAGS:
+                    out.metadata[key] = value
             writer = _VideoWriter(out, info, spec, quality, out_w, out_h, constant_rate=muxer == "avi" or info.format == "avi")
             audio = _AudioCopier(out, container, plans)
             pending: list[tuple[np.ndarray, int]] = []
