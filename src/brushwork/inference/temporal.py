@@ -83,11 +83,6 @@ class NormTrack:
         for norm in self.norms:
             norm.cursor = 0
 
-    def reset(self) -> None:
-        """Forget every layer's average (the next frame starts afresh)."""
-        for norm in self.norms:
-            norm.state = None
-
 
 class SmoothedNorm(nn.Module):
     """Instance norm with statistics averaged over consecutive frames (see the module docstring).
