@@ -213,6 +213,8 @@ def main() -> None:
     parser.add_argument("--sweep", type=float, nargs="*", default=[0.5, 0.8, 0.95], help="extra smoothing factors (in memory)")
     parser.add_argument("--models", default="vintagify,random", help="comma-separated: vintagify, random")
     parser.add_argument("--no-in-memory", action="store_true", help="skip the in-memory sweep (end-to-end runs only)")
+    parser.add_argument("--overhead-repeats", type=int, default=7,
+                        help="network-only timings of one batch, per-frame against stable, interleaved (0: skip)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the clips in this folder")
     args = parser.parse_args()
@@ -254,6 +256,8 @@ def main() -> None:
                 entry["in_memory"] = sweep(stylizer, decoded, shots, sorted({DEFAULT_SMOOTHING, *args.sweep}))
             if model_name == "vintagify" and args.repeats > 0:
                 entry["end_to_end"] = end_to_end(stylizer, clip, decoded, shots, tmp, args.repeats)
+            if model_name == "vintagify" and args.overhead_repeats > 0:
+                entry["network_seconds_per_batch"] = overhead(stylizer, decoded, args.overhead_repeats)
             results[model_name] = entry
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -272,6 +276,24 @@ def sweep(stylizer: Stylizer, decoded: Tensor, shots: list[Shot], factors: list[
         rows[f"stable {a}"] = row
         print(f"  stable a={a:<5}   {fmt(row)}  deviation {row['deviation']:.2f}  cuts {cuts}")  # type: ignore[arg-type]
     return rows
+
+
+def overhead(stylizer: Stylizer, decoded: Tensor, repeats: int) -> dict[str, float]:
+    """Seconds for one batch of frames through the network alone, per-frame and stable, interleaved; medians."""
+    batch = decoded[4 : 4 + stylizer.batch_size]
+    times: dict[str, list[float]] = {"per-frame": [], "stable": []}
+    with FrameStylizer(stylizer, temporal="stable") as stable:
+        stable(decoded[:4])  # the average has a past: smoothing is on for the timed batches
+        for r in range(repeats):
+            for mode in (("per-frame", "stable") if r % 2 == 0 else ("stable", "per-frame")):
+                run = stylizer.translate if mode == "per-frame" else stable
+                start = time.perf_counter()
+                run(batch)
+                times[mode].append(time.perf_counter() - start)
+    medians = {mode: statistics.median(v) for mode, v in times.items()}
+    print(f"  network only, {batch.shape[0]} frames a batch, median of {repeats}: per-frame {medians['per-frame']:.2f} s, "
+          f"stable {medians['stable']:.2f} s ({medians['stable'] / medians['per-frame'] - 1:+.1%})")
+    return medians
 
 
 def end_to_end(stylizer: Stylizer, clip: Path, decoded: Tensor, shots: list[Shot], tmp: Path, repeats: int) -> dict[str, object]:
