@@ -14,18 +14,31 @@
     download: $("download"), drop: $("drop"), file: $("file"), status: $("status"),
     input: $("input"), output: $("output"),
   };
-  const state = { file: null, source: null, styled: null, limits: null, descriptions: {}, ticket: 0, frame: 0, url: null };
+  const state = { file: null, source: null, styled: null, limits: null, descriptions: {}, ticket: 0, frame: 0 };
 
   function setStatus(text, kind = "") {
     ui.status.textContent = text;
     ui.status.dataset.kind = kind;
   }
 
-  function setDownload(url) {
-    if (state.url) URL.revokeObjectURL(state.url);
-    state.url = url;
-    ui.download.href = url || "#";
-    ui.download.setAttribute("aria-disabled", url ? "false" : "true");
+  function enableDownload(on) {
+    ui.download.disabled = !on;
+  }
+
+  // The file is made from the canvas when the button is pressed, so it is always what is shown.
+  function download() {
+    if (!state.styled) return;
+    const name = `stylized-${ui.model.value}-${Number(ui.strength.value).toFixed(2)}.png`;
+    ui.output.toBlob((blob) => {
+      if (!blob) return setStatus("This browser could not encode the picture.", "error");
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = name;
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+    }, "image/png");
   }
 
   async function loadModels() {
@@ -103,23 +116,12 @@
     paint(ui.output, out);
   }
 
-  function updateDownload() {
-    if (!state.styled) return setDownload(null);
-    const ticket = state.ticket;
-    ui.output.toBlob((blob) => {
-      if (blob && ticket === state.ticket) {
-        setDownload(URL.createObjectURL(blob));
-        ui.download.download = `stylized-${ui.model.value}-${Number(ui.strength.value).toFixed(2)}.png`;
-      }
-    }, "image/png");
-  }
-
   async function run() {
     const file = state.file;
     if (!file) return;
     const ticket = ++state.ticket;
     state.styled = null;
-    setDownload(null);
+    enableDownload(false);
     if (state.limits && file.size > state.limits.max_upload_bytes) {
       const mb = (state.limits.max_upload_bytes / 1e6).toFixed(0);
       return setStatus(`This image is ${(file.size / 1e6).toFixed(1)} MB; the server takes up to ${mb} MB.`, "error");
@@ -144,7 +146,7 @@
       state.source = source;
       state.styled = styled;
       blend();
-      updateDownload();
+      enableDownload(true);
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
       setStatus(`${styled.width}×${styled.height}, ${ui.model.value}, ${seconds} s. Move the slider to blend with the input.`, "done");
     } catch (err) {
@@ -169,10 +171,8 @@
   ui.strength.addEventListener("input", () => {
     if (!state.frame) state.frame = requestAnimationFrame(blend);
   });
-  ui.strength.addEventListener("change", () => {
-    blend();
-    updateDownload();
-  });
+  ui.strength.addEventListener("change", blend);
+  ui.download.addEventListener("click", download);
   for (const name of ["dragenter", "dragover"]) {
     ui.drop.addEventListener(name, (event) => {
       event.preventDefault();
