@@ -351,6 +351,32 @@ def test_full_queue_answers_503_with_retry_after() -> None:
     assert gate.entered == 3
 
 
+def test_junk_is_refused_without_waiting_for_a_busy_worker() -> None:
+    gate = Gate()
+    app = create_app({"gate": gate}, workers=1, queue_size=4)
+    good, ctype = multipart({}, [("image", encoded(random_rgb(16, 16)), "image/png")])
+    junk = {"empty_image": b"", "not_an_image": b"<html>hello</html>", "too_many_pixels": png_claiming(90_000, 90_000)}
+
+    async def scenario() -> None:
+        running = asyncio.ensure_future(asgi_request(app, "POST", "/v1/stylize", headers={"content-type": ctype},
+                                                     chunks=[good]))
+        await asyncio.to_thread(gate.started.wait, 30)  # the only worker is busy until the gate opens
+        for code, data in junk.items():
+            body, _ = multipart({}, [("image", data, "image/png")])
+            refused = await asgi_request(app, "POST", "/v1/stylize", headers={"content-type": ctype}, chunks=[body])
+            assert refused.json()["error"] == code
+        assert app.state.pool.stats()["in_flight"] == 1  # none of them took a place for long
+        gate.release.set()
+        assert (await running).status == 200
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gate.release.set()
+        app.state.pool.shutdown()
+    assert gate.entered == 1
+
+
 def test_timeout_answers_504_and_cancels_queued_work() -> None:
     gate = Gate()
     app = create_app({"gate": gate}, workers=1, queue_size=1, request_timeout_s=1.0)

@@ -8,11 +8,12 @@ profile aside so that a writer can carry them through.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -232,6 +233,22 @@ def decode_image(data: bytes, *, name: str = "image", max_pixels: int | None = N
     return _decode(io.BytesIO(data), name, limit, formats=formats)
 
 
+def probe_image(data: bytes, *, name: str = "image", max_pixels: int | None = None,
+                formats: Collection[str] | None = None) -> tuple[str | None, tuple[int, int]]:
+    """The format and (width, height) of an in-memory image, from its header alone.
+
+    The checks of :func:`decode_image` that need no pixel data (empty, not an image, over the
+    pixel limit), cheap enough to run before a request waits for a worker; a truncated image is
+    found only by decoding it.
+    """
+    limit = _resolve_limit(max_pixels)
+    if not data:
+        raise EmptyImageError(f"{name}: image is empty (0 bytes)")
+    with _read_errors(name, formats), Image.open(io.BytesIO(data), formats=_formats(formats)) as opened:
+        check_pixel_count(name, opened.size, limit)
+        return opened.format, opened.size
+
+
 def _resolve_limit(max_pixels: int | None) -> int:
     limit = pixel_limit() if max_pixels is None else max_pixels
     if limit < 1:
@@ -239,23 +256,15 @@ def _resolve_limit(max_pixels: int | None) -> int:
     return limit
 
 
-def _decode(source: Path | IO[bytes], label: Path | str, limit: int, *,
-            formats: Collection[str] | None = None) -> LoadedImage:
-    """Open ``source`` (a file or an in-memory buffer), check its size, decode it to RGB + alpha."""
+def _formats(formats: Collection[str] | None) -> list[str] | None:
+    return None if formats is None else list(formats)
+
+
+@contextlib.contextmanager
+def _read_errors(label: Path | str, formats: Collection[str] | None) -> Iterator[None]:
+    """Pillow's and the OS's errors while reading ``label`` -> :class:`ImageReadError` naming it."""
     try:
-        with Image.open(source, formats=None if formats is None else list(formats)) as opened:  # reads the header only
-            check_pixel_count(label, opened.size, limit)
-            frames = int(getattr(opened, "n_frames", 1) or 1)
-            if frames > 1:
-                opened.seek(0)
-                warnings.warn(f"{label}: has {frames} frames; using the first", stacklevel=3)
-            fmt = opened.format
-            opened.load()  # decode now so truncated files fail here, not later
-            icc = opened.info.get("icc_profile")
-            img = ImageOps.exif_transpose(opened) or opened
-            source_mode = opened.mode
-            rgb, alpha = _to_rgb(img, icc)
-            rgb.load()
+        yield
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -265,6 +274,24 @@ def _decode(source: Path | IO[bytes], label: Path | str, limit: int, *,
         raise NotAnImageError(f"{label}: not an image file Pillow can read{accepted}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{label}: corrupt or truncated image ({exc})") from None
+
+
+def _decode(source: Path | IO[bytes], label: Path | str, limit: int, *,
+            formats: Collection[str] | None = None) -> LoadedImage:
+    """Open ``source`` (a file or an in-memory buffer), check its size, decode it to RGB + alpha."""
+    with _read_errors(label, formats), Image.open(source, formats=_formats(formats)) as opened:  # reads the header only
+        check_pixel_count(label, opened.size, limit)
+        frames = int(getattr(opened, "n_frames", 1) or 1)
+        if frames > 1:
+            opened.seek(0)
+            warnings.warn(f"{label}: has {frames} frames; using the first", stacklevel=3)
+        fmt = opened.format
+        opened.load()  # decode now so truncated files fail here, not later
+        icc = opened.info.get("icc_profile")
+        img = ImageOps.exif_transpose(opened) or opened
+        source_mode = opened.mode
+        rgb, alpha = _to_rgb(img, icc)
+        rgb.load()
     if source_mode == "CMYK":
         icc = None  # the pixels are sRGB now; the CMYK profile no longer describes them
     return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, source_mode=source_mode, source_format=fmt, frames=frames)

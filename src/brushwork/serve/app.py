@@ -47,7 +47,13 @@ from brushwork.data.imageio import (
 from brushwork.inference.stylizer import ImageTooSmallError
 from brushwork.serve.errors import REQUEST_ID_KEY, ApiError, error_body
 from brushwork.serve.form import Form, multipart_boundary, read_form
-from brushwork.serve.imaging import OUTPUT_FORMATS, UPLOAD_FORMATS, Pipeline, stylize_upload
+from brushwork.serve.imaging import (
+    OUTPUT_FORMATS,
+    UPLOAD_FORMATS,
+    Pipeline,
+    probe_upload,
+    stylize_upload,
+)
 from brushwork.serve.limits import BodyLimitMiddleware, RequestGuardMiddleware
 from brushwork.serve.pool import InferencePool, JobTimeoutError, QueueFullError
 
@@ -276,6 +282,10 @@ def create_app(
             form = await _receive_form(request, content_type, deadline - loop.time())
             name, strength, fmt = _fields(form, models, default)
             data = _image_part(form)
+            try:
+                probe_upload(data, max_pixels=config.max_pixels)  # header only: junk never waits for a worker
+            except ImageReadError as exc:
+                raise _image_error(exc) from None
             job = functools.partial(stylize_upload, models[name], data, strength=strength, fmt=fmt,
                                     max_pixels=config.max_pixels)
             try:

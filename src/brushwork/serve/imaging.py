@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, features
 
-from brushwork.data.imageio import LoadedImage, decode_image
+from brushwork.data.imageio import LoadedImage, decode_image, probe_image
 
 
 class Pipeline(Protocol):
@@ -40,6 +40,15 @@ _BLEND_ROWS_PIXELS = 4_000_000
 def decode_upload(data: bytes | bytearray, *, max_pixels: int) -> LoadedImage:
     """An uploaded file as RGB (+ alpha); :class:`brushwork.data.imageio.ImageReadError` subclasses say why not."""
     return decode_image(bytes(data), name="upload", max_pixels=max_pixels, formats=UPLOAD_FORMATS)
+
+
+def probe_upload(data: bytes | bytearray, *, max_pixels: int) -> None:
+    """The header-only checks of :func:`decode_upload` (empty, not an image, too many pixels).
+
+    Microseconds, so the service runs them before a request waits for a worker: junk is refused
+    at once and never queues behind real work.
+    """
+    probe_image(bytes(data), name="upload", max_pixels=max_pixels, formats=UPLOAD_FORMATS)
 
 
 def default_output_format(loaded: LoadedImage) -> str:
