@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import itertools
 import json
 import os
 import platform
@@ -304,7 +305,7 @@ def main() -> None:
                 if status != 200:
                     raise SystemExit(f"warm-up request failed: {status}; see the server log")
             results, samples = run_load(args, host, port, server.pid, good, bad)
-            healthy = send_health(host, port)
+            health = send_health(host, port)
             memory_end = proc_memory(server.pid)
         finally:
             server.terminate()
@@ -313,17 +314,19 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
         server_log = log_path.read_text(errors="replace")
-    report(args, results, samples, memory_end, healthy, server_log)
+    report(args, results, samples, memory_end, health, server_log)
 
 
-def send_health(host: str, port: int) -> bool:
+def send_health(host: str, port: int) -> dict | None:
+    """The server's /healthz body, or None if it does not answer 200 with status ok."""
     try:
         conn = http.client.HTTPConnection(host, port, timeout=10)
         conn.request("GET", "/healthz")
         response = conn.getresponse()
-        return response.status == 200 and json.loads(response.read())["status"] == "ok"
+        body = json.loads(response.read())
+        return body if response.status == 200 and body.get("status") == "ok" else None
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def run_load(args: argparse.Namespace, host: str, port: int, pid: int, good: list[bytes],
@@ -338,13 +341,15 @@ def run_load(args: argparse.Namespace, host: str, port: int, pid: int, good: lis
             samples.append((time.monotonic() - t0, proc_memory(pid)["VmRSS"]))
             stop.wait(0.5)
 
+    turn = itertools.count()  # the clients take the hostile kinds in turn, so every kind is sent
+    turn_lock = threading.Lock()
+
     def client(index: int) -> None:
         rng = random.Random(args.seed * 1000 + index)
-        n = index  # each client walks the hostile kinds from its own starting point
         while time.monotonic() - t0 < args.duration:
             if rng.random() < args.bad:
-                request = bad[n % len(bad)]
-                n += 1
+                with turn_lock:
+                    request = bad[next(turn) % len(bad)]
             else:
                 request = Request("good", form({}, good[rng.randrange(len(good))]))
             started = time.perf_counter()
@@ -365,7 +370,7 @@ def run_load(args: argparse.Namespace, host: str, port: int, pid: int, good: lis
 
 
 def report(args: argparse.Namespace, results: Results, samples: list[tuple[float, int]], memory_end: dict[str, int],
-           healthy: bool, server_log: str) -> None:
+           health: dict | None, server_log: str) -> None:
     wall = results.latency.pop("_wall")[0]
     good_lat = results.latency.get("good", [])
     good_status = results.status.get("good", Counter())
@@ -396,17 +401,22 @@ def report(args: argparse.Namespace, results: Results, samples: list[tuple[float
     rss = [kb for _, kb in samples]
     first = [kb for t, kb in samples if t <= 10] or rss[:1]
     last = [kb for t, kb in samples if t >= samples[-1][0] - 10] or rss[-1:]
+    marks = [samples[min(len(samples) - 1, round(q * (len(samples) - 1)))] for q in (0, 0.25, 0.5, 0.75, 1)]
+    print("server RSS over the run (MB): " + ", ".join(f"{t:.0f} s: {kb / 1024:.0f}" for t, kb in marks))
     print(f"server memory (MB): RSS at start {rss[0] / 1024:.0f}, at end {rss[-1] / 1024:.0f}, "
           f"max in the first 10 s {max(first) / 1024:.0f}, max in the last 10 s {max(last) / 1024:.0f}, "
           f"peak sampled {max(rss) / 1024:.0f}, VmHWM {memory_end.get('VmHWM', 0) / 1024:.0f}")
-    print(f"server healthy at the end: {healthy}; tracebacks in its log: {server_log.count('Traceback')}")
-    if not healthy:
+    mean_job = (health or {}).get("pool", {}).get("mean_job_s")
+    print(f"server time per job (moving average from /healthz): {mean_job} s; "
+          f"latency beyond it is waiting in the queue")
+    print(f"server healthy at the end: {health is not None}; tracebacks in its log: {server_log.count('Traceback')}")
+    if health is None:
         failures.append("the server was not healthy at the end")
     if args.json:
         from brushwork.utils.files import atomic_write_json
 
         atomic_write_json(args.json, {
-            "clients": args.clients, "seconds": wall, "images_per_s": good_status[200] / wall,
+            "clients": args.clients, "seconds": wall, "mean_job_s": mean_job, "images_per_s": good_status[200] / wall,
             "good_latency_s": {q: percentile(good_lat, p) for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
             "status": {k: {str(s): n for s, n in v.items()} for k, v in results.status.items()},
             "rss_mb": {"start": rss[0] / 1024, "end": rss[-1] / 1024, "peak": max(rss) / 1024,

@@ -101,6 +101,8 @@ def serve(
     """
     setup_logging(verbose)
     try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
         import uvicorn
     except ImportError:
         typer.secho("error: brushwork serve needs FastAPI and uvicorn: pip install 'brushwork[serve]'",

@@ -341,7 +341,7 @@ def _fields(form: Form, models: Mapping[str, Pipeline], default: str) -> tuple[s
     return name, strength, fmt
 
 
-def _image_part(form: Form) -> bytearray:
+def _image_part(form: Form) -> bytes:
     """The one file in the field ``image``, its declared type checked (415 for a non-image type)."""
     parts = form.files.get("image", [])
     if not parts:
@@ -354,7 +354,9 @@ def _image_part(form: Form) -> bytearray:
     if not (declared.startswith("image/") or declared in GENERIC_TYPES):
         raise ApiError(415, "unsupported_media_type",
                        f"the upload is declared as {declared[:64]}, not an image; send {', '.join(UPLOAD_FORMATS)}")
-    return part.data
+    data = bytes(part.data)  # one copy, which Pillow then reads without copying again
+    part.data = bytearray()
+    return data
 
 
 def _image_error(exc: ImageReadError) -> ApiError:

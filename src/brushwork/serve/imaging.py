@@ -37,18 +37,18 @@ WEBP_QUALITY = 90
 _BLEND_ROWS_PIXELS = 4_000_000
 
 
-def decode_upload(data: bytes | bytearray, *, max_pixels: int) -> LoadedImage:
+def decode_upload(data: bytes, *, max_pixels: int) -> LoadedImage:
     """An uploaded file as RGB (+ alpha); :class:`brushwork.data.imageio.ImageReadError` subclasses say why not."""
-    return decode_image(bytes(data), name="upload", max_pixels=max_pixels, formats=UPLOAD_FORMATS)
+    return decode_image(data, name="upload", max_pixels=max_pixels, formats=UPLOAD_FORMATS)
 
 
-def probe_upload(data: bytes | bytearray, *, max_pixels: int) -> None:
+def probe_upload(data: bytes, *, max_pixels: int) -> None:
     """The header-only checks of :func:`decode_upload` (empty, not an image, too many pixels).
 
     Microseconds, so the service runs them before a request waits for a worker: junk is refused
     at once and never queues behind real work.
     """
-    probe_image(bytes(data), name="upload", max_pixels=max_pixels, formats=UPLOAD_FORMATS)
+    probe_image(data, name="upload", max_pixels=max_pixels, formats=UPLOAD_FORMATS)
 
 
 def default_output_format(loaded: LoadedImage) -> str:
@@ -107,7 +107,7 @@ def encode(image: Image.Image, fmt: str, *, icc_profile: bytes | None = None) ->
     return buffer.getvalue()
 
 
-def stylize_upload(pipeline: Pipeline, data: bytes | bytearray, *, strength: float, fmt: str | None,
+def stylize_upload(pipeline: Pipeline, data: bytes, *, strength: float, fmt: str | None,
                    max_pixels: int) -> tuple[bytes, str]:
     """The whole job of one request: upload bytes -> (encoded result, content type).
 
