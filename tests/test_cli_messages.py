@@ -23,6 +23,7 @@ SHOWN_BY = {
     "cli/compare.py": {"compare"},
     "cli/models.py": {"models list", "models download", "models import"},
     "cli/export.py": {"export"},
+    "cli/export_onnx.py": {"export-onnx"},
     "cli/demo.py": {"demo"},
     "cli/tune.py": {"tune"},
     "tuning.py": {"train"},  # the one message naming a flag is about training settings
@@ -30,6 +31,7 @@ SHOWN_BY = {
     "inference/sources.py": {"stylize", "compare", "models download", "models import"},
     "inference/stylizer.py": {"stylize", "compare"},
     "inference/tiling.py": {"stylize", "compare"},
+    "inference/onnx.py": {"export-onnx", "stylize", "compare"},
     "data/imageio.py": {"stylize", "evaluate", "compare", "train"},
     "metrics/evaluate.py": {"evaluate", "compare"},
     "metrics/features.py": {"evaluate", "compare", "train"},

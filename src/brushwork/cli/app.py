@@ -24,6 +24,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.data.imageio import ImageReadError, ImageWriteError, PixelLimitError
     from brushwork.data.unpaired import DatasetError
     from brushwork.inference.io import OutputFolderError
+    from brushwork.inference.onnx import OnnxError
     from brushwork.inference.sources import DownloadError, ModelSourceError
     from brushwork.inference.stylizer import ImageTooSmallError
     from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
@@ -38,6 +39,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
         MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError, PixelLimitError,
+        OnnxError,
     )  # fmt: skip
 
 
