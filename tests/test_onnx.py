@@ -212,6 +212,21 @@ def test_tiled_onnx_matches_tiled_torch(tiny: tuple[nn.Module, ReleaseConfig, Pa
     assert max_level_diff(tiled_torch, untiled) > 1  # tiling really ran, with its own statistics
 
 
+def test_unet_with_batch_norm_exports_and_tiles(tmp_path: Path) -> None:
+    """Another generator family (pix2pix U-Net, batch norm, size multiple 32): no instance norms, so
+    tiles need no statistics and the plain graph runs them."""
+    arch = {"name": "unet_32", "in_channels": 3, "out_channels": 3, "ngf": 4, "norm": "batch", "dropout": False}
+    torch.manual_seed(0)
+    net = init_weights(build_generator(**arch), gain=0.2).eval()
+    config = release_config_for(arch, direction="AtoB", source="A", target="B", train_size=64, provenance={})
+    path = export_onnx(net, config, tmp_path / "unet.onnx", where="unet").path
+    assert json.loads((tmp_path / "config.json").read_text())["onnx"]["size_multiple"] == 32
+    img = smooth_image(70, 100)[None]  # padded to 96 x 128
+    for options in ({}, {"tile_size": 64, "tile_overlap": 32}):
+        on_torch = Stylizer(net, config, device="cpu", precision="fp32", channels_last=False, **options)
+        assert max_level_diff(Stylizer.from_pretrained(path, **options).translate(img), on_torch.translate(img)) <= 1
+
+
 def test_graph_edits_record_and_apply_instance_norm_statistics(tiny: tuple[nn.Module, ReleaseConfig, Path]) -> None:
     """Statistics recorded on an image and fed back on the same image give plain instance norm."""
     _, _, path = tiny
@@ -226,6 +241,26 @@ def test_graph_edits_record_and_apply_instance_norm_statistics(tiny: tuple[nn.Mo
     assert np.abs(again - plain).max() < 1e-4  # same arithmetic, statistics rounded to fp32 once more
     other = frozen.run(["output"], {"input": x * 0.5, **dict(zip(names, values, strict=True))})[0]
     assert np.abs(other - plain).max() > 1e-2
+
+
+def test_the_docs_snippet_gives_the_pipeline_output(tiny: tuple[nn.Module, ReleaseConfig, Path], tmp_path: Path) -> None:
+    """docs/deploy.md's plain-onnxruntime snippet (pre- and post-processing written out) gives
+    the Stylizer's pixels: the config.json says all that an app needs."""
+    _, _, path = tiny
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (37, 50, 3), dtype=np.uint8)).save(tmp_path / "photo.png")  # odd: padded
+    folder = path.parent
+    # -- the snippet, as in docs/deploy.md (paths changed) --
+    cfg = json.loads((folder / "config.json").read_text())["onnx"]
+    session = ort.InferenceSession(str(folder / cfg["file"]), providers=["CPUExecutionProvider"])
+    img = np.asarray(Image.open(tmp_path / "photo.png").convert("RGB"), dtype=np.float32) / 127.5 - 1  # [-1, 1]
+    h, w, m = img.shape[0], img.shape[1], cfg["size_multiple"]
+    ph, pw = max(-(-h // m) * m, cfg["min_side"]), max(-(-w // m) * m, cfg["min_side"])
+    x = np.pad(img, ((0, ph - h), (0, pw - w), (0, 0)), mode="reflect").transpose(2, 0, 1)[None]  # NCHW
+    y = session.run([cfg["output"]["name"]], {cfg["input"]["name"]: np.ascontiguousarray(x)})[0]
+    out = ((y[0, :, :h, :w].transpose(1, 2, 0) + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    # --
+    assert max_level_diff(out, np.asarray(Stylizer.from_pretrained(path)(Image.open(tmp_path / "photo.png")))) <= 1
 
 
 def test_cli_export_then_stylize_with_the_onnx(tmp_path: Path, cli: CLI) -> None:

@@ -287,8 +287,10 @@ def load_onnx(source: str | Path, *, direction: str | None = None, device: str |
     if path.is_dir():
         if not is_onnx_source(path):
             raise OnnxModelError(f"{path} holds no exported ONNX model (a {CONFIG_NAME} with an '{SECTION}' section)")
-        section = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))[SECTION]
-        path = path / str(section.get("file", "model.onnx"))
+        name = str(json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))[SECTION].get("file", ""))
+        if not name or Path(name).name != name:
+            raise OnnxModelError(f"{path / CONFIG_NAME}: 'onnx.file' must be the name of a file in that folder, got {name!r}")
+        path = path / name
     if not path.is_file():
         raise OnnxModelError(f"ONNX model {path} does not exist")
     config, section = read_onnx_config(path)
@@ -342,6 +344,9 @@ def _session(model: str | bytes, device: torch.device, threads: int) -> onnxrunt
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # No busy-waiting between runs: the Stylizer pads, crops and blends tiles between them, and the
+    # spinning threads would take those cores (run time measured the same either way: docs/deploy.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: its warnings are about graph internals
     providers: list[Any] = ["CPUExecutionProvider"]
     if device.type == "cuda":
