@@ -110,26 +110,31 @@ def tiled_parity(model: nn.Module, config: ReleaseConfig, onnx_file: Path, side:
 
 
 def speed(paths: dict[str, Stylizer], sizes: list[int], repeats: int, warmup: int) -> None:
-    print(f"\nspeed, s/image (medians of interleaved rounds), batch 1, {torch.get_num_threads()} threads")
+    """Wall seconds per image, and CPU seconds (all threads of this process: less sensitive to
+    other processes' load than wall time, but blind to threads that wait)."""
+    print(f"\nspeed, s/image (medians of interleaved rounds), batch 1, {torch.get_num_threads()} threads; wall (CPU)")
     names = list(paths)
-    print(f"{'size':>6} {'rounds':>6} " + " ".join(f"{n:>14}" for n in names) + " " + " ".join(f"{'x ' + n:>16}" for n in names[1:]))
+    print(f"{'size':>6} {'rounds':>6} " + " ".join(f"{n:>18}" for n in names) + " " + " ".join(f"{'x ' + n:>14}" for n in names[1:]))
     for size in sizes:
         x = torch.from_numpy(np.array(photos(1)[0].resize((size, size), Image.Resampling.BICUBIC))).permute(2, 0, 1)[None]
         rounds = max(3, repeats * 256 * 256 // (size * size)) if size > 256 else repeats
         for _ in range(warmup):
             for s in paths.values():
                 s.translate(x)
-        times: dict[str, list[float]] = {n: [] for n in names}
+        wall: dict[str, list[float]] = {n: [] for n in names}
+        cpu: dict[str, list[float]] = {n: [] for n in names}
         for r in range(rounds):
             order = names[r % len(names):] + names[: r % len(names)]
             for name in order:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 paths[name].translate(x)
-                times[name].append(time.perf_counter() - start)
-        med = {n: statistics.median(t) for n, t in times.items()}
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+        med = {n: statistics.median(t) for n, t in wall.items()}
+        med_cpu = {n: statistics.median(t) for n, t in cpu.items()}
         base = med[names[0]]
-        print(f"{size:>6} {rounds:>6} " + " ".join(f"{med[n]:14.3f}" for n in names) + " "
-              + " ".join(f"{base / med[n]:15.2f}x" for n in names[1:]), flush=True)
+        print(f"{size:>6} {rounds:>6} " + " ".join(f"{med[n]:9.3f} ({med_cpu[n]:6.2f})" for n in names) + " "
+              + " ".join(f"{base / med[n]:13.2f}x" for n in names[1:]), flush=True)
 
 
 def main() -> None:

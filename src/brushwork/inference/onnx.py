@@ -363,6 +363,9 @@ class OnnxBackend:
 
     dtype = torch.float32
     channels_last = False
+    #: peak memory of a pass, in ngf x 4 bytes per input pixel: measured 1440 B/pixel for ngf 64 at
+    #: 512 and 1024 pixels square (5.6; its arena keeps blocks for reuse), budgeted 7 (docs/deploy.md)
+    memory_factor = 7
 
     def __init__(self, path: Path, section: dict[str, Any], *, device: str | torch.device = "auto",
                  threads: int | None = None) -> None:

@@ -66,11 +66,12 @@ def default_memory_budget(device: torch.device) -> int:
     return int(min(total // 4, 8 * GIB))
 
 
-def _bytes_per_pixel(config: ReleaseConfig, dtype: torch.dtype) -> int:
-    """Peak bytes per input pixel of one forward pass (measured: ~4 x ngf x element size, see docs)."""
+def _bytes_per_pixel(config: ReleaseConfig, dtype: torch.dtype, factor: int = 5) -> int:
+    """Peak bytes per input pixel of one forward pass: ``factor`` x ngf x element size + 32
+    (measured for torch: ~4 x ngf x element size, budgeted 5; docs/inference.md)."""
     ngf = int(config.architecture.get("ngf", 64))
     element = torch.empty((), dtype=dtype).element_size()
-    return 5 * ngf * element + 32
+    return factor * ngf * element + 32
 
 
 def _ceil_to(value: int, multiple: int) -> int:
@@ -109,6 +110,8 @@ class Backend(Protocol):
     device: torch.device
     dtype: torch.dtype
     channels_last: bool
+    #: one forward pass peaks at about memory_factor x ngf x element size bytes per input pixel
+    memory_factor: int
 
     def forward(self, x: Tensor) -> Tensor:
         """One untiled pass (instance norms use each image's own statistics)."""
@@ -130,6 +133,8 @@ class TorchBackend:
     ``precision="auto"`` and ``channels_last=None`` on the CPU take the setting
     :mod:`brushwork.tuning` measured fastest on this machine; on CUDA fp16 and channels_last.
     """
+
+    memory_factor = 5
 
     def __init__(self, model: nn.Module, *, device: str | torch.device = "auto", precision: str = "auto",
                  channels_last: bool | None = None, compile: bool = False, copy_model: bool = True) -> None:
@@ -218,7 +223,7 @@ class Stylizer(ImagePipeline):
         self.multiple = int(config.preprocessing.size_multiple)
         self.batch_size = batch_size
         self.memory_budget = memory_budget if memory_budget is not None else default_memory_budget(self.device)
-        self.bytes_per_pixel = _bytes_per_pixel(config, self.dtype)
+        self.bytes_per_pixel = _bytes_per_pixel(config, self.dtype, self.backend.memory_factor)
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.stats_size = stats_size
