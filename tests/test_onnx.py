@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -349,3 +350,10 @@ def test_torch_only_options_are_refused_for_onnx(tiny: tuple[nn.Module, ReleaseC
     assert stylizer.backend.threads == 1 and stylizer.precision == "fp32"  # type: ignore[attr-defined]
     with pytest.raises(AttributeError, match="no torch module"):
         _ = stylizer.model
+
+
+def test_missing_onnxruntime_says_how_to_install(tiny: tuple[nn.Module, ReleaseConfig, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, path = tiny
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(OnnxError, match=r"onnxruntime is not installed; install brushwork's ONNX extra: pip install 'brushwork\[onnx\]'"):
+        Stylizer.from_pretrained(path)

@@ -26,11 +26,11 @@ tiles match torch tiles (tests/test_onnx.py) and the file users deploy stays the
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. For a convolutional
 generator it needs no extra dependency, marks batch, height and width dynamic without shape
-guards (the dynamo exporter asks for ``torch.export`` dimension constraints such as multiples of
-4, and needs onnxscript), and writes the weights inside the one file. Opset 17 by default: the
-graph uses only long-standing operators (Conv, ConvTranspose, Pad reflect, InstanceNormalization),
-so the lowest opset the exporter handles well keeps the file loadable by older runtimes
-(onnxruntime >= 1.12, TensorRT 8.5, OpenVINO); 18 is offered for runtimes that want it.
+guards, and writes the weights inside the one file (the dynamo exporter needs onnxscript and by
+default writes them to a separate ``.onnx.data`` file). Opset 17 by default: the graph uses
+only long-standing operators (Conv, ConvTranspose, Pad reflect, InstanceNormalization), so the
+lower opset keeps the file loadable by older runtimes (onnxruntime since 1.12); 18 is offered
+for runtimes that want it.
 """
 
 from __future__ import annotations
