@@ -23,6 +23,7 @@ SHOWN_BY = {
     "cli/compare.py": {"compare"},
     "cli/models.py": {"models list", "models download", "models import"},
     "cli/export.py": {"export"},
+    "cli/export_onnx.py": {"export-onnx"},
     "cli/demo.py": {"demo"},
     "cli/tune.py": {"tune"},
     "cli/methods.py": {"train"},  # it describes train's data flags
@@ -34,6 +35,7 @@ SHOWN_BY = {
     "inference/tiling.py": {"stylize", "compare"},
     "inference/temporal.py": {"stylize"},  # video is only reached through stylize
     "inference/video.py": {"stylize"},
+    "inference/onnx.py": {"export-onnx", "stylize", "compare"},
     "data/imageio.py": {"stylize", "evaluate", "compare", "train"},
     "metrics/evaluate.py": {"evaluate", "compare"},
     "metrics/features.py": {"evaluate", "compare", "train"},

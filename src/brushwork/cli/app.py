@@ -25,6 +25,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.data.imageio import ImageReadError, ImageWriteError, PixelLimitError
     from brushwork.data.unpaired import DatasetError
     from brushwork.inference.io import OutputFolderError
+    from brushwork.inference.onnx import OnnxError
     from brushwork.inference.sources import DownloadError, ModelSourceError
     from brushwork.inference.stylizer import ImageTooLargeForModeError, ImageTooSmallError
     from brushwork.inference.temporal import StableModeError
@@ -40,7 +41,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
         MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, ImageTooLargeForModeError, DeviceError, PixelLimitError,
-        VideoReadError, VideoWriteError, StableModeError,
+        VideoReadError, VideoWriteError, StableModeError, OnnxError,
     )  # fmt: skip
 
 
