@@ -285,24 +285,25 @@ def _fault_step(rank: int) -> int | None:
 
 
 def _store(rank: int, world: int, restart: int) -> Any:
-    """The key-value store the process group meets in: torchrun's ``env://`` one, under a prefix per attempt.
+    """The key-value store the process group meets in: what ``env://`` would make, kept apart per attempt.
 
-    torchrun's agent shares its rendezvous store (same address and port) with every attempt
-    of a restarted group, and torch 2.14's ``env://`` handler no longer keeps attempts apart:
-    a restarted process can read a dead one's address and then wait forever or fail to
-    connect (pytorch/pytorch#135712; here both of two restarts failed so, one hanging, one
-    refused). So the store is made here as ``env://`` would make it, and each attempt's keys
-    go under its restart count, as torch itself did before. torchrun restarts all processes of
-    a machine together, so they agree on the count; for multi-machine elastic runs see
-    docs/distributed.md.
+    By default torchrun's agent shares its rendezvous store (same address and port) with every
+    attempt of a restarted group, and torch 2.14's ``env://`` handler no longer keeps the
+    attempts' keys apart: a restarted process can read a dead one's address and then wait
+    forever or fail to connect (pytorch/pytorch#135712; here both of two restarts failed so, one
+    hanging, one refused). So on that store each attempt's keys go under its restart count, as
+    torch itself did before. The processes of one machine restart together and agree on the
+    count. Across machines the agents' counts can differ (a replaced machine starts at 0): with
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` torchrun gives each attempt a fresh store hosted by
+    rank 0 instead, which needs no prefix (docs/distributed.md).
     """
     addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
     if not addr or not port:
         raise DeviceError("$MASTER_ADDR and $MASTER_PORT are not set; start distributed training with torchrun, which sets them")
-    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)  # torchrun's agent serves the store
-    store = torch.distributed.TCPStore(addr, int(port), world_size=world, is_master=not agent and rank == 0,
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)  # torchrun's agent serves it, for every attempt
+    store = torch.distributed.TCPStore(addr, int(port), world_size=world, is_master=not shared and rank == 0,
                                        timeout=TIMEOUT, multi_tenant=True)  # fmt: skip
-    return torch.distributed.PrefixStore(f"/brushwork/attempt_{restart}", store)
+    return torch.distributed.PrefixStore(f"/brushwork/attempt_{restart}", store) if shared else store
 
 
 def init_distributed(device_setting: str, *, sync_bn: bool = False) -> tuple[Distributed, torch.device]:
