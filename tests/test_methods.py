@@ -185,7 +185,8 @@ def test_no_paired_layout_names_what_was_expected(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("make", [lambda: UnpairedSampler(5, 8, seed=3), lambda: ShuffledSampler(7, seed=3)])
-def test_samplers_shard_an_epoch_without_overlap(make: Callable[[], object]) -> None:
+def test_samplers_shard_an_epoch_into_equal_shares(make: Callable[[], object]) -> None:
+    """Every key in one share; the last round is filled with the epoch's first keys (equal shares: equal step counts)."""
     whole = make()
     whole.set_epoch(2)  # type: ignore[attr-defined]
     keys = list(whole)  # type: ignore[call-overload]
@@ -196,7 +197,8 @@ def test_samplers_shard_an_epoch_without_overlap(make: Callable[[], object]) -> 
         s.set_epoch(2)  # type: ignore[attr-defined]
         shards.append(list(s))  # type: ignore[call-overload]
         assert len(shards[-1]) == len(s)  # type: ignore[arg-type]
-    assert sorted(k for shard in shards for k in shard) == sorted(keys)
+    assert sorted(k for shard in shards for k in shard) == sorted(keys + keys[: -len(keys) % 3])
+    assert len({len(shard) for shard in shards}) == 1
     skipped = make()
     skipped.set_epoch(2, skip=2)  # type: ignore[attr-defined]
     assert list(skipped) == keys[2:]  # type: ignore[call-overload]
