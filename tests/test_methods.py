@@ -33,6 +33,11 @@ _ = cli_fixture
 # have a "data" section too, which replaces those keys of tiny_config's data settings.
 TINY: dict[str, dict[str, dict[str, object]]] = {
     "cyclegan": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8}},
+    # the anti-aliased resnet_2blocks has modules 0..24; 0,4,8,12 = padded input, both down convs, block 1
+    "cut": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "netf_nc": 16},
+            "objective": {"nce_layers": "0,4,8,12", "num_patches": 16}},
+    "fastcut": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "netf_nc": 16},
+                "objective": {"nce_layers": "0,4,8,12", "num_patches": 16}},
     "pix2pix": {"model": {"generator": "unet_32", "ngf": 8, "ndf": 8}},
     # dcgan_64 makes 64x64 images only: the data must come at that size
     "dcgan": {"model": {"ngf": 4, "ndf": 4}, "data": {"load_size": 64, "crop_size": 64}},

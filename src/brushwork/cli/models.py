@@ -1,4 +1,4 @@
-"""``brushwork models``: list, download and import published CycleGAN and pix2pix generators."""
+"""``brushwork models``: list, download and import published CycleGAN, pix2pix and CUT/FastCUT generators."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from brushwork.cli.app import app, setup_logging
 
-models_app = typer.Typer(help="Published CycleGAN and pix2pix generators: list, download, import into the release format.",
+models_app = typer.Typer(help="Published CycleGAN, pix2pix and CUT/FastCUT generators: list, download, import into the release format.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -38,18 +38,18 @@ def download(
 ) -> None:
     """Download a published generator into the cache (and optionally convert it)."""
     setup_logging()
-    from brushwork.inference.sources import download_published, import_pth
+    from brushwork.inference.sources import download_published, import_pth, published_direction
     from brushwork.utils.files import file_sha256
 
     path = download_published(name, force=force)
     typer.echo(f"{name}: {path} (sha256 {file_sha256(path)})")
     if out is not None:
-        typer.echo(f"release: {import_pth(path, out, name=name)}")
+        typer.echo(f"release: {import_pth(path, out, name=name, direction=published_direction(name))}")
 
 
 @models_app.command("import")
 def import_model(
-    file: Annotated[Path, typer.Argument(help="A generator state dict in the official CycleGAN/pix2pix layout (.pth).")],
+    file: Annotated[Path, typer.Argument(help="A generator state dict in the official CycleGAN/pix2pix/CUT layout (.pth).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Release folder to write (config.json + model.safetensors).")],
     norm: Annotated[str | None, typer.Option(help="instance (assumed) | batch | none.")] = None,
     dropout: Annotated[bool | None, typer.Option("--dropout/--no-dropout", help="Whether a U-Net was trained with dropout "

@@ -4,12 +4,13 @@
 
 - a release folder (``config.json`` + ``model.safetensors``);
 - a training run folder (``config.yaml`` + ``checkpoints/``) plus a direction (``AtoB``/``BtoA``);
-- a bare state dict in the official CycleGAN/pix2pix layout (``latest_net_G_A.pth``,
-  ``latest_net_G.pth``, published models): a ResNet or U-Net generator whose architecture is
-  read from its keys and shapes (:func:`infer_architecture`);
-- the name of a published CycleGAN model (``horse2zebra``, ``style_monet``...) or pix2pix model
-  (``pix2pix_facades_label2photo``...), taken from the local cache (``$BRUSHWORK_CACHE``, else
-  ``~/.cache/brushwork``) and downloaded when missing.
+- a bare state dict in the official CycleGAN/pix2pix/CUT layout (``latest_net_G_A.pth``,
+  ``latest_net_G.pth``, published models): a ResNet (plain or CUT's anti-aliased one) or U-Net
+  generator whose architecture is read from its keys and shapes (:func:`infer_architecture`);
+- the name of a published CycleGAN model (``horse2zebra``, ``style_monet``...), pix2pix model
+  (``pix2pix_facades_label2photo``...) or CUT/FastCUT model (``cut_horse2zebra``...), taken
+  from the local cache (``$BRUSHWORK_CACHE``, else ``~/.cache/brushwork``) and downloaded when
+  missing.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ import os
 import pickle
 import re
 import ssl
+import tarfile
 import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor, nn
 
+from brushwork.inference.cut_checkpoints import CutCheckpointError, infer_cut_architecture
 from brushwork.nn.modes import authors_test_mode, check_test_mode
 from brushwork.release import (
     CONFIG_NAME,
@@ -61,8 +64,18 @@ PUBLISHED_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/
 PIX2PIX_MODELS: tuple[str, ...] = ("edges2shoes", "sat2map", "map2sat", "facades_label2photo", "day2night")
 PIX2PIX_PREFIX = "pix2pix_"
 PIX2PIX_URL = "https://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch/"
-#: Every published name brushwork downloads: CycleGAN's as the authors name them, then pix2pix's.
-PUBLISHED_MODELS: tuple[str, ...] = CYCLEGAN_MODELS + tuple(PIX2PIX_PREFIX + name for name in PIX2PIX_MODELS)
+#: Published CUT and FastCUT generators (Park et al. 2020): one tar archive holds all six, each as
+#: ``checkpoints/<data>_<mode>_pretrained/latest_net_G.pth``; brushwork calls them ``<mode>_<data>``.
+CUT_DATASETS: tuple[str, ...] = ("horse2zebra", "cat2dog", "cityscapes")
+CUT_MODES: tuple[str, ...] = ("cut", "fastcut")
+CUT_MODELS: tuple[str, ...] = tuple(f"{mode}_{data}" for data in CUT_DATASETS for mode in CUT_MODES)
+CUT_ARCHIVE_URL = "https://efrosgans.eecs.berkeley.edu/CUT/pretrained_models.tar"
+#: The archive's name on a mirror ($BRUSHWORK_MODEL_URL), flat beside the other files.
+CUT_ARCHIVE_MIRROR_NAME = "cut_pretrained_models.tar"
+#: The authors trained their cityscapes CUT models label -> photo, B -> A in the data set's layout.
+_PUBLISHED_DIRECTIONS = {"cut_cityscapes": "BtoA", "fastcut_cityscapes": "BtoA"}
+#: Every published name brushwork downloads: CycleGAN's as the authors name them, then pix2pix's, then CUT's.
+PUBLISHED_MODELS: tuple[str, ...] = CYCLEGAN_MODELS + tuple(PIX2PIX_PREFIX + name for name in PIX2PIX_MODELS) + CUT_MODELS
 #: Environment variables: the cache folder, and a mirror of the published models (tests use one).
 URL_ENV = "BRUSHWORK_MODEL_URL"
 DIRECTIONS = ("AtoB", "BtoA")
@@ -129,8 +142,10 @@ def infer_architecture(state: dict[str, Tensor], *, norm: str | None = None, dro
                        where: str = "state dict") -> InferredArchitecture:
     """Read a generator's architecture from a state dict in the authors' layout: ResNet or U-Net.
 
-    Keys ``model.<i>...`` are CycleGAN's ResNet generator (:func:`_infer_resnet`), keys
-    ``model.model...`` the pix2pix U-Net (:func:`_infer_unet`). Instance norm has no parameters
+    Keys ``model.<i>...`` with anti-aliasing filters (``model.<i>.filt``) are CUT's ResNet
+    generator (:func:`~brushwork.inference.cut_checkpoints.infer_cut_architecture`), without
+    them CycleGAN's (:func:`_infer_resnet`), keys ``model.model...`` the pix2pix U-Net
+    (:func:`_infer_unet`). Instance norm has no parameters
     and cannot be seen, so it is assumed unless ``norm`` says otherwise; batch norm is recognised
     by its running statistics and bias-free convolutions. ``dropout`` is read from the keys of a
     ResNet (given, it must agree) and assumed for a U-Net, where it leaves no trace.
@@ -143,6 +158,17 @@ def infer_architecture(state: dict[str, Tensor], *, norm: str | None = None, dro
             f"{where}: keys carry a wrapper prefix ({prefixed[0]!r}); save the unwrapped network's "
             "state_dict (net.module / net._orig_mod)"
         )
+    try:
+        cut = infer_cut_architecture(state, norm=norm, where=where)
+    except CutCheckpointError as exc:
+        raise ModelSourceError(str(exc)) from None
+    if cut is not None:
+        if dropout is not None and dropout != cut["dropout"]:
+            raise ModelSourceError(f"{where}: the residual blocks' layout shows dropout={cut['dropout']}, but dropout={dropout} was given")
+        # Old PyTorch versions stored running statistics for InstanceNorm; the reference drops them too.
+        dropped = tuple(k for k in state if k.rsplit(".", 1)[-1] in _NORM_BUFFERS) if cut["norm"] == "instance" else ()
+        assumed = ("norm",) if norm is None and cut["norm"] == "instance" else ()
+        return InferredArchitecture(architecture=cut, dropped_keys=dropped, assumed=assumed)
     if any(k.startswith("model.model.") for k in state):
         return _infer_unet(state, norm=norm, dropout=dropout, where=where)
     return _infer_resnet(state, norm=norm, dropout=dropout, where=where)
@@ -354,15 +380,17 @@ def _load_official(state: dict[str, Tensor], *, norm: str | None, dropout: bool 
 
 def generator_from_state_dict(state: dict[str, Tensor], *, norm: str | None = None, dropout: bool | None = None,
                               where: str = "state dict") -> tuple[nn.Module, dict[str, Any]]:
-    """Build the generator (ResNet or U-Net) an official-layout state dict describes and load it strictly."""
+    """Build the generator (ResNet, CUT's anti-aliased ResNet, U-Net) an official-layout state dict describes and load it strictly."""
     model, inferred = _load_official(state, norm=norm, dropout=dropout, where=where)
     return model, inferred.architecture
 
 
 def _pth_provenance(inferred: InferredArchitecture, file_name: str, published: str | None) -> dict[str, Any]:
-    unet = inferred.architecture["name"].startswith("unet_")
+    arch = inferred.architecture
+    unet = arch["name"].startswith("unet_")
+    kind = "pix2pix U-Net" if unet else "CUT" if arch.get("antialias") or arch.get("antialias_up") else "CycleGAN"
     provenance: dict[str, Any] = {
-        "converted_from": f"official {'pix2pix U-Net' if unet else 'CycleGAN'} state dict",
+        "converted_from": f"official {kind} state dict",
         "source_file": file_name,
         "norm_assumed": "norm" in inferred.assumed,
     }
@@ -375,7 +403,7 @@ def _pth_provenance(inferred: InferredArchitecture, file_name: str, published: s
 
 def import_pth(path: Path, out_dir: Path, *, norm: str | None = None, dropout: bool | None = None, train_size: int = 256,
                direction: str = "AtoB", name: str | None = None, test_mode: str | None = None) -> Path:
-    """Convert an official CycleGAN/pix2pix ``.pth`` into a release folder; the source's sha256 is recorded.
+    """Convert an official CycleGAN/pix2pix/CUT ``.pth`` into a release folder; the source's sha256 is recorded.
 
     ``test_mode`` (see :mod:`brushwork.nn.modes`) defaults to what the authors' test.py does:
     ``train_like`` for a network with batch norm or dropout (pix2pix), else ``eval``.
@@ -435,9 +463,13 @@ def published_url(name: str) -> str:
 
     A mirror holds the files under brushwork's names, which are unique (``pix2pix_sat2map.pth``
     beside CycleGAN's ``sat2map.pth``); the authors' servers name pix2pix files without the prefix.
+    A CUT model comes out of the authors' one archive (:data:`CUT_ARCHIVE_URL`, on a mirror
+    ``cut_pretrained_models.tar``): this is the archive's URL.
     """
     check_published_name(name)
     mirror = os.environ.get(URL_ENV)
+    if name in CUT_MODELS:
+        return mirror.rstrip("/") + f"/{CUT_ARCHIVE_MIRROR_NAME}" if mirror else CUT_ARCHIVE_URL
     if mirror:
         return mirror.rstrip("/") + f"/{name}.pth"
     if name.startswith(PIX2PIX_PREFIX):
@@ -446,9 +478,25 @@ def published_url(name: str) -> str:
 
 
 def published_family(name: str) -> str:
-    """``"pix2pix"`` or ``"cyclegan"``: whose published model ``name`` is."""
+    """``"pix2pix"``, ``"cut"``, ``"fastcut"`` or ``"cyclegan"``: whose published model ``name`` is."""
     check_published_name(name)
+    if name in CUT_MODELS:
+        return name.split("_", 1)[0]
     return "pix2pix" if name.startswith(PIX2PIX_PREFIX) else "cyclegan"
+
+
+def published_direction(name: str) -> str:
+    """The direction a published generator maps in its data set's A/B layout (``BtoA`` for CUT's cityscapes ones)."""
+    check_published_name(name)
+    return _PUBLISHED_DIRECTIONS.get(name, "AtoB")
+
+
+def cut_archive_member(name: str) -> str:
+    """The path of CUT model ``name`` inside the authors' archive: ``checkpoints/<data>_<mode>_pretrained/latest_net_G.pth``."""
+    if name not in CUT_MODELS:
+        raise ModelSourceError(f"{name!r} is not a published CUT model; CUT names: {', '.join(CUT_MODELS)}")
+    mode, data = name.split("_", 1)
+    return f"checkpoints/{data}_{mode}_pretrained/latest_net_G.pth"
 
 
 def check_published_name(name: str) -> None:
@@ -465,7 +513,9 @@ def download_published(name: str, *, root: Path | None = None, force: bool = Fal
 
     The download goes to a temporary file that replaces the cache entry only when complete: it
     must have exactly the ``Content-Length`` the server announced. Its sha256 is recorded beside
-    it (``<name>.pth.sha256``) and checked on every later use.
+    it (``<name>.pth.sha256``) and checked on every later use. A CUT model is read out of the
+    authors' archive as it streams in (:func:`_extract_from_tar`; the archive itself is not
+    kept), and complete means the member has the size its tar header gives.
     """
     check_published_name(name)
     target = published_path(name, root)
@@ -481,18 +531,10 @@ def download_published(name: str, *, root: Path | None = None, force: bool = Fal
         with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(target) as tmp:
             total = response.headers.get("Content-Length")
             total_bytes = int(total) if total and total.isdigit() else None
-            done = 0
-            with open(tmp, "wb") as fh:
-                while chunk := response.read(1 << 20):
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total_bytes)
-            if total_bytes is None:
-                log.warning("%s sent no Content-Length: the download's completeness cannot be checked", url)
-            elif done != total_bytes:
-                raise DownloadError(f"download of {url} stopped after {done} of {total_bytes} bytes; nothing was saved, try again")
+            if name in CUT_MODELS:
+                _extract_from_tar(response, cut_archive_member(name), tmp, digest, url=url, total=total_bytes, progress=progress)
+            else:
+                _copy_response(response, tmp, digest, url=url, total=total_bytes, progress=progress)
             checksum_path(target).unlink(missing_ok=True)  # the old record must not outlive the old file
         record_checksum(target, digest.hexdigest())  # a crash before this leaves no record: recorded on first use
     except DownloadError:
@@ -513,6 +555,70 @@ def download_published(name: str, *, root: Path | None = None, force: bool = Fal
         raise DownloadError(f"cannot save {name!r} to {target}: {exc.strerror or exc}") from None
     log.info("%s: sha256 %s recorded in %s", target, digest.hexdigest(), checksum_path(target))
     return target
+
+
+def _copy_response(response: IO[bytes], tmp: Path, digest: Any, *, url: str, total: int | None, progress: Progress | None) -> None:
+    """Copy the whole response into ``tmp``; it must have the announced length."""
+    done = 0
+    with open(tmp, "wb") as fh:
+        while chunk := response.read(1 << 20):
+            fh.write(chunk)
+            digest.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    if total is None:
+        log.warning("%s sent no Content-Length: the download's completeness cannot be checked", url)
+    elif done != total:
+        raise DownloadError(f"download of {url} stopped after {done} of {total} bytes; nothing was saved, try again")
+
+
+class _CountingReader:
+    """A file-like view of a response that reports the bytes read so far to ``progress``."""
+
+    def __init__(self, raw: IO[bytes], total: int | None, progress: Progress | None) -> None:
+        self.raw, self.total, self.progress, self.done = raw, total, progress, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.done += len(data)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        return data
+
+
+def _extract_from_tar(response: IO[bytes], member: str, tmp: Path, digest: Any, *, url: str, total: int | None,
+                      progress: Progress | None) -> None:
+    """Stream a tar archive and copy the regular file ``member`` into ``tmp``.
+
+    The member is matched by its last two path parts (``<data>_<mode>_pretrained/latest_net_G.pth``),
+    so the archive's top folder (``checkpoints/``, ``./checkpoints/``, none) does not matter.
+    Only the member's bytes are written, never a path from the archive, so member names cannot
+    escape the cache. Reading stops once the member is complete; a stream that ends inside it
+    is an error (tarfile checks the size its header announces).
+    """
+    tail = "/".join(member.split("/")[-2:])
+    reader = _CountingReader(response, total, progress)
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as archive:  # type: ignore[call-overload]
+            for info in archive:
+                if not info.isfile() or not (info.name == tail or info.name.endswith("/" + tail)):
+                    continue
+                source = archive.extractfile(info)
+                assert source is not None  # a regular file
+                written = 0
+                with open(tmp, "wb") as fh:
+                    while chunk := source.read(1 << 20):
+                        fh.write(chunk)
+                        digest.update(chunk)
+                        written += len(chunk)
+                if written != info.size:
+                    raise DownloadError(f"{url}: {member} stopped after {written} of {info.size} bytes; nothing was saved, try again")
+                return
+    except tarfile.TarError as exc:
+        raise DownloadError(f"cannot read {member} from {url} ({exc}): the download broke off or is not a tar archive; "
+                            "nothing was saved, try again") from None
+    raise DownloadError(f"{url} is a tar archive without {member}; nothing was saved (is it the authors' CUT pretrained_models.tar?)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,7 +660,7 @@ def load_source(source: str | Path, *, direction: str | None = None, norm: str |
         download_published(name)  # checks the recorded sha256 of a cached file
         state = load_state_dict_file(cached)
         model, inferred = _load_official(state, norm=norm, dropout=None, where=str(cached))
-        return model, _config_for_pth(inferred, f"{name}.pth", direction, published=name)
+        return model, _config_for_pth(inferred, f"{name}.pth", direction or published_direction(name), published=name)
     looks_like_path = any(sep in name for sep in ("/", "\\")) or Path(name).suffix != ""
     if looks_like_path:
         raise ModelSourceError(f"model {name} does not exist")
@@ -574,7 +680,8 @@ def _config_for_pth(inferred: InferredArchitecture, file_name: str, direction: s
 
 
 __all__ = [
-    "CYCLEGAN_MODELS", "PIX2PIX_MODELS", "PUBLISHED_MODELS", "ChecksumError", "DirectionRequiredError", "DownloadError",
-    "InferredArchitecture", "ModelSourceError", "cache_dir", "download_published", "generator_from_state_dict", "import_pth",
-    "infer_architecture", "load_source", "load_state_dict_file", "published_family", "published_path", "published_url",
+    "CUT_MODELS", "CYCLEGAN_MODELS", "PIX2PIX_MODELS", "PUBLISHED_MODELS", "ChecksumError", "DirectionRequiredError", "DownloadError",
+    "InferredArchitecture", "ModelSourceError", "cache_dir", "cut_archive_member", "download_published", "generator_from_state_dict",
+    "import_pth", "infer_architecture", "load_source", "load_state_dict_file", "published_direction", "published_family",
+    "published_path", "published_url",
 ]  # fmt: skip

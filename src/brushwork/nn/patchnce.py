@@ -29,8 +29,13 @@ SELF_SIMILARITY_FILL = -10.0
 
 
 def l2_normalize(x: Tensor, *, eps: float = 1e-7) -> Tensor:
-    """``x / (||x||_2 + eps)`` over the last dimension, the official ``Normalize(2)``."""
-    return x / (x.pow(2).sum(-1, keepdim=True).sqrt() + eps)
+    """``x / (||x||_2 + eps)`` over the last dimension, the official ``Normalize(2)``.
+
+    The norm is ``torch.linalg.vector_norm``, whose gradient at a zero vector is 0 (a
+    subgradient); the official ``pow(2).sum().pow(1/2)`` gives NaN there, which a head whose
+    ReLUs are all off for some patch produces (likely with a narrow head: ``netf_nc`` 8).
+    """
+    return x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps)
 
 
 def sample_patch_ids(height: int, width: int, num_patches: int, *, generator: torch.Generator | None = None) -> Tensor:
