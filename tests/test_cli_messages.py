@@ -23,21 +23,28 @@ SHOWN_BY = {
     "cli/compare.py": {"compare"},
     "cli/models.py": {"models list", "models download", "models import"},
     "cli/export.py": {"export"},
+    "cli/export_onnx.py": {"export-onnx"},
+    "cli/generate.py": {"generate"},
+    "inference/generation.py": {"generate"},
     "cli/demo.py": {"demo"},
     "cli/tune.py": {"tune"},
     "cli/methods.py": {"train"},  # it describes train's data flags
+    "cli/serve.py": {"serve"},
     "tuning.py": {"train"},  # the one message naming a flag is about training settings
     "inference/io.py": {"stylize"},  # compare's model runs pass fmt="png": no --format message can arise
-    "inference/sources.py": {"stylize", "compare", "models download", "models import"},
-    "inference/stylizer.py": {"stylize", "compare"},
+    "inference/sources.py": {"stylize", "compare", "models download", "models import", "serve"},
+    "inference/stylizer.py": {"stylize", "compare", "serve"},
     "inference/tiling.py": {"stylize", "compare"},
+    "inference/temporal.py": {"stylize"},  # video is only reached through stylize
+    "inference/video.py": {"stylize"},
+    "inference/onnx.py": {"export-onnx", "stylize", "compare"},
     "data/imageio.py": {"stylize", "evaluate", "compare", "train"},
     "metrics/evaluate.py": {"evaluate", "compare"},
     "metrics/features.py": {"evaluate", "compare", "train"},
     "metrics/weights.py": {"evaluate", "compare", "train"},
     "metrics/scores.py": {"evaluate", "compare", "train"},
     "metrics/report.py": {"compare"},
-    "release.py": {"stylize", "compare", "export", "models download", "models import", "train"},
+    "release.py": {"stylize", "compare", "export", "models download", "models import", "train", "serve"},
     # methods name their settings' flags (setting(flag=...)) and messages about them: train's
     **{f"methods/{p.name}": {"train"} for p in (SRC / "methods").glob("*.py")},
 }

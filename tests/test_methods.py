@@ -29,7 +29,8 @@ from tests.conftest import write_images, write_tiny_data
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture
 
-# Small settings per method: a few steps take well under a second each.
+# Small settings per method: a few steps take well under a second each. A method's entry may
+# have a "data" section too, which replaces those keys of tiny_config's data settings.
 TINY: dict[str, dict[str, dict[str, object]]] = {
     "cyclegan": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8}},
     # the anti-aliased resnet_2blocks has modules 0..24; 0,4,8,12 = padded input, both down convs, block 1
@@ -38,6 +39,8 @@ TINY: dict[str, dict[str, dict[str, object]]] = {
     "fastcut": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "netf_nc": 16},
                 "objective": {"nce_layers": "0,4,8,12", "num_patches": 16}},
     "pix2pix": {"model": {"generator": "unet_32", "ngf": 8, "ndf": 8}},
+    # dcgan_64 makes 64x64 images only: the data must come at that size
+    "dcgan": {"model": {"ngf": 4, "ndf": 4}, "data": {"load_size": 64, "crop_size": 64}},
 }
 
 
@@ -187,7 +190,8 @@ def test_no_paired_layout_names_what_was_expected(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("make", [lambda: UnpairedSampler(5, 8, seed=3), lambda: ShuffledSampler(7, seed=3)])
-def test_samplers_shard_an_epoch_without_overlap(make: Callable[[], object]) -> None:
+def test_samplers_shard_an_epoch_into_equal_shares(make: Callable[[], object]) -> None:
+    """Every key in one share; the last round is filled with the epoch's first keys (equal shares: equal step counts)."""
     whole = make()
     whole.set_epoch(2)  # type: ignore[attr-defined]
     keys = list(whole)  # type: ignore[call-overload]
@@ -198,7 +202,8 @@ def test_samplers_shard_an_epoch_without_overlap(make: Callable[[], object]) -> 
         s.set_epoch(2)  # type: ignore[attr-defined]
         shards.append(list(s))  # type: ignore[call-overload]
         assert len(shards[-1]) == len(s)  # type: ignore[arg-type]
-    assert sorted(k for shard in shards for k in shard) == sorted(keys)
+    assert sorted(k for shard in shards for k in shard) == sorted(keys + keys[: -len(keys) % 3])
+    assert len({len(shard) for shard in shards}) == 1
     skipped = make()
     skipped.set_epoch(2, skip=2)  # type: ignore[attr-defined]
     assert list(skipped) == keys[2:]  # type: ignore[call-overload]

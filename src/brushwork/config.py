@@ -139,6 +139,7 @@ class RunConfig:
     export_at_end: bool = setting(True, help="Write release folders at the end (on).")
     progress: bool = setting(True, help="Show a progress bar (on).")
     deterministic: bool = setting(False, help="Deterministic algorithms where PyTorch has them (slower).")
+    sync_bn: bool = setting(False, help="Under torchrun: batch norm statistics over all processes (SyncBatchNorm; CUDA only).")
 
     def __post_init__(self) -> None:
         check(bool(self.out), "run.out is empty; give a run folder")

@@ -13,6 +13,7 @@ from torch import nn
 
 from brushwork.checkpoints import CheckpointError, find_resume_checkpoint, load_checkpoint
 from brushwork.config import TrainConfig, load_yaml
+from brushwork.nn.modes import authors_test_mode
 from brushwork.release import ReleaseConfig, build_from_architecture, release_config_for
 
 RUN_CONFIG = "config.yaml"
@@ -47,7 +48,7 @@ def load_run_generator(run_dir: Path, direction: str | None, checkpoint: Path | 
         raise ModelSourceError(f"{path}: no usable weights for network {spec.network!r} ({exc})") from None
     release = release_config_for(
         spec.architecture, direction=direction, source=spec.source_domain or "noise", target=spec.target_domain,
-        train_size=config.data.crop_size, pipeline=spec.pipeline,
+        train_size=config.data.crop_size, pipeline=spec.pipeline, test_mode=authors_test_mode(spec.architecture),
         provenance={"run": str(run_dir), "checkpoint": path.name, "step": state.get("step")},
     )
     return model.eval(), release

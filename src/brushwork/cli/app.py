@@ -25,8 +25,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.data.imageio import ImageReadError, ImageWriteError, PixelLimitError
     from brushwork.data.unpaired import DatasetError
     from brushwork.inference.io import OutputFolderError
+    from brushwork.inference.onnx import OnnxError
     from brushwork.inference.sources import DownloadError, ModelSourceError
-    from brushwork.inference.stylizer import ImageTooSmallError
+    from brushwork.inference.stylizer import ImageTooLargeForModeError, ImageTooSmallError
+    from brushwork.inference.temporal import StableModeError
+    from brushwork.inference.video import VideoReadError, VideoWriteError
     from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
@@ -37,7 +40,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
-        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError, PixelLimitError,
+        MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, ImageTooLargeForModeError, DeviceError, PixelLimitError,
+        VideoReadError, VideoWriteError, StableModeError, OnnxError,
     )  # fmt: skip
 
 

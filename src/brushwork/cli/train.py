@@ -136,8 +136,11 @@ def _run(*, config: Path | None, resume: bool, resume_from: Path | None, method:
 
     result = run_training(cfg, resume=str(resume_from) if resume_from else ("latest" if resume else None))
     if result.interrupted:
-        typer.echo(f"stopped at step {result.step}; checkpoint saved. Continue with: brushwork train --out {result.run_dir} --resume")
+        if result.main:
+            typer.echo(f"stopped at step {result.step}; checkpoint saved. Continue with: brushwork train --out {result.run_dir} --resume")
         raise typer.Exit(130)
+    if not result.main:  # torchrun's other processes: rank 0 reports
+        return
     typer.echo(f"done: {result.step} steps in {result.run_dir}")
     for direction, path in result.releases.items():
         typer.echo(f"  release {direction}: {path}")

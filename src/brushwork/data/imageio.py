@@ -8,13 +8,15 @@ profile aside so that a writer can carry them through.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -43,7 +45,23 @@ class ImageReadError(ValueError):
 
 
 class ImageTooLargeError(ImageReadError):
-    """An image's header claims more pixels than the limit; it was refused without decoding."""
+    """An image's header claims more pixels than the limit; it was refused without decoding.
+
+    ``size`` is the (width, height) the header claims and ``limit`` the limit it is over.
+    """
+
+    def __init__(self, message: str, *, size: tuple[int, int] = (0, 0), limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class EmptyImageError(ImageReadError):
+    """An image file or upload has no bytes at all."""
+
+
+class NotAnImageError(ImageReadError):
+    """The bytes are not in any image format Pillow can read (text, a PDF, random data)."""
 
 
 class PixelLimitError(ValueError):
@@ -64,13 +82,14 @@ def pixel_limit() -> int:
     return value
 
 
-def check_pixel_count(path: Path, size: tuple[int, int], limit: int) -> None:
+def check_pixel_count(path: Path | str, size: tuple[int, int], limit: int) -> None:
     """Refuse an image whose header says it has more than ``limit`` pixels (a decompression bomb)."""
     w, h = size
     if w * h > limit:
         raise ImageTooLargeError(
             f"{path}: image is {w}x{h} = {w * h:,} pixels, above the limit of {limit:,} pixels; "
-            f"not decoded (set ${MAX_PIXELS_ENV} to raise the limit)"
+            f"not decoded (set ${MAX_PIXELS_ENV} to raise the limit)",
+            size=(w, h), limit=limit,
         )
 
 
@@ -189,35 +208,90 @@ def read_image(path: Path | str, *, max_pixels: int | None = None) -> LoadedImag
     before any pixel data is decoded (:class:`ImageTooLargeError`).
     """
     path = Path(path)
-    limit = pixel_limit() if max_pixels is None else max_pixels
-    if limit < 1:
-        raise PixelLimitError(f"max_pixels must be a positive whole number, got {limit}")
+    limit = _resolve_limit(max_pixels)
     try:
         if path.is_dir():
             raise ImageReadError(f"{path}: is a folder, not an image file")
         if path.stat().st_size == 0:
-            raise ImageReadError(f"{path}: file is empty (0 bytes)")
-        with Image.open(path) as opened:  # reads the header only
-            check_pixel_count(path, opened.size, limit)
-            frames = int(getattr(opened, "n_frames", 1) or 1)
-            if frames > 1:
-                opened.seek(0)
-                warnings.warn(f"{path}: has {frames} frames; using the first", stacklevel=2)
-            fmt = opened.format
-            opened.load()  # decode now so truncated files fail here, not later
-            icc = opened.info.get("icc_profile")
-            img = ImageOps.exif_transpose(opened) or opened
-            source_mode = opened.mode
-            rgb, alpha = _to_rgb(img, icc)
-            rgb.load()
+            raise EmptyImageError(f"{path}: file is empty (0 bytes)")
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file does not exist") from None
+    return _decode(path, path, limit)
+
+
+def decode_image(data: bytes, *, name: str = "image", max_pixels: int | None = None,
+                 formats: Collection[str] | None = None) -> LoadedImage:
+    """Decode an image held in memory (an HTTP upload, say) exactly as :func:`read_image` reads a file.
+
+    The same conversions and the same pixel limit, checked from the header before decoding.
+    ``formats`` (Pillow names such as ``"PNG"``) restricts the readers tried; None tries them all.
+    ``name`` only labels the error messages: nothing is read from or written to any path.
+    """
+    limit = _resolve_limit(max_pixels)
+    if not data:
+        raise EmptyImageError(f"{name}: image is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, limit, formats=formats)
+
+
+def probe_image(data: bytes, *, name: str = "image", max_pixels: int | None = None,
+                formats: Collection[str] | None = None) -> tuple[str | None, tuple[int, int]]:
+    """The format and (width, height) of an in-memory image, from its header alone.
+
+    The checks of :func:`decode_image` that need no pixel data (empty, not an image, over the
+    pixel limit), cheap enough to run before a request waits for a worker; a truncated image is
+    found only by decoding it.
+    """
+    limit = _resolve_limit(max_pixels)
+    if not data:
+        raise EmptyImageError(f"{name}: image is empty (0 bytes)")
+    with _read_errors(name, formats), Image.open(io.BytesIO(data), formats=_formats(formats)) as opened:
+        check_pixel_count(name, opened.size, limit)
+        return opened.format, opened.size
+
+
+def _resolve_limit(max_pixels: int | None) -> int:
+    limit = pixel_limit() if max_pixels is None else max_pixels
+    if limit < 1:
+        raise PixelLimitError(f"max_pixels must be a positive whole number, got {limit}")
+    return limit
+
+
+def _formats(formats: Collection[str] | None) -> list[str] | None:
+    return None if formats is None else list(formats)
+
+
+@contextlib.contextmanager
+def _read_errors(label: Path | str, formats: Collection[str] | None) -> Iterator[None]:
+    """Pillow's and the OS's errors while reading ``label`` -> :class:`ImageReadError` naming it."""
+    try:
+        yield
     except ImageReadError:
         raise
     except FileNotFoundError:
-        raise ImageReadError(f"{path}: file does not exist") from None
+        raise ImageReadError(f"{label}: file does not exist") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image file Pillow can read") from None
+        accepted = "" if formats is None else f" (accepted: {', '.join(formats)})"
+        raise NotAnImageError(f"{label}: not an image file Pillow can read{accepted}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
+        raise ImageReadError(f"{label}: corrupt or truncated image ({exc})") from None
+
+
+def _decode(source: Path | IO[bytes], label: Path | str, limit: int, *,
+            formats: Collection[str] | None = None) -> LoadedImage:
+    """Open ``source`` (a file or an in-memory buffer), check its size, decode it to RGB + alpha."""
+    with _read_errors(label, formats), Image.open(source, formats=_formats(formats)) as opened:  # reads the header only
+        check_pixel_count(label, opened.size, limit)
+        frames = int(getattr(opened, "n_frames", 1) or 1)
+        if frames > 1:
+            opened.seek(0)
+            warnings.warn(f"{label}: has {frames} frames; using the first", stacklevel=3)
+        fmt = opened.format
+        opened.load()  # decode now so truncated files fail here, not later
+        icc = opened.info.get("icc_profile")
+        img = ImageOps.exif_transpose(opened) or opened
+        source_mode = opened.mode
+        rgb, alpha = _to_rgb(img, icc)
+        rgb.load()
     if source_mode == "CMYK":
         icc = None  # the pixels are sRGB now; the CMYK profile no longer describes them
     return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, source_mode=source_mode, source_format=fmt, frames=frames)

@@ -4,10 +4,14 @@ A sampler yields the keys of one epoch (what its dataset's ``__getitem__`` takes
 an epoch are a pure function of (seed, epoch), so a run is reproducible with any number of
 worker processes, resumes mid-epoch exactly (``set_epoch(epoch, skip=done)``), and is split
 between distributed processes by :meth:`EpochSampler.shard` (each takes every world-th key).
+Every process gets the same number of keys per epoch, so that all take the same number of
+steps: when the epoch's length is not a multiple of the world size, its first keys are used
+again to fill the last round (as ``torch.utils.data.DistributedSampler`` does).
 """
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Any
@@ -33,14 +37,24 @@ class EpochSampler(Sampler[Any]):
 
     def shard(self, rank: int, world: int) -> None:
         """Each of ``world`` processes takes every world-th key (distributed training)."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in a world of {world}")
         self.rank, self.world = rank, world
 
+    @property
+    def share(self) -> int:
+        """Keys per process per epoch (the epoch's length, padded to a multiple of the world size)."""
+        return math.ceil(self.length / self.world)
+
     def __len__(self) -> int:
-        return max(0, len(range(self.rank, self.length, self.world)) - self.skip)
+        return max(0, self.share - self.skip)
 
     def __iter__(self) -> Iterator[Any]:
-        keys = self.epoch_keys(self.epoch)[self.rank :: self.world]
-        return iter(keys[self.skip :])
+        keys = self.epoch_keys(self.epoch)
+        pad = self.share * self.world - len(keys)
+        if pad and keys:
+            keys = keys + [keys[i % len(keys)] for i in range(pad)]
+        return iter(keys[self.rank :: self.world][self.skip :])
 
 
 class ShuffledSampler(EpochSampler):

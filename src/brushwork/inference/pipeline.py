@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
 from brushwork.data.imageio import read_image, to_rgb_alpha
 from brushwork.data.transforms import pil_to_uint8
@@ -196,8 +196,9 @@ def register_pipeline(kind: str) -> Callable[[T], T]:
     return decorator
 
 
-def pipeline_for(model: nn.Module, config: ReleaseConfig, **options: Any) -> Any:
-    """The pipeline that ``config.pipeline`` names, around an already loaded ``model``."""
+def pipeline_for(model: Any, config: ReleaseConfig, **options: Any) -> Any:
+    """The pipeline that ``config.pipeline`` names, around an already loaded ``model`` (a torch
+    module, or a backend such as :class:`~brushwork.inference.onnx.OnnxBackend`)."""
     _import_builtin_pipelines()
     return PIPELINES.get(config.pipeline)(model, config, **options)
 
@@ -206,9 +207,16 @@ def load_pipeline(source: str | Path, *, direction: str | None = None, norm: str
                   checkpoint: Path | None = None, download: bool = True, **options: Any) -> Any:
     """Any model source (release folder, run folder + direction, ``.pth``, published name) as its pipeline.
 
-    ``options`` go to the pipeline (device, precision, ...).
+    ``options`` go to the pipeline (device, precision, ...). An exported ``.onnx`` (or its folder)
+    runs through onnxruntime (:mod:`brushwork.inference.onnx`).
     """
+    from brushwork.inference.onnx import is_onnx_source, load_onnx, split_options
     from brushwork.inference.sources import load_source
+
+    if is_onnx_source(source):
+        backend_options, options = split_options(options)
+        backend, config = load_onnx(source, direction=direction, **backend_options)
+        return pipeline_for(backend, config, **options)
 
     model, config = load_source(source, direction=direction, norm=norm, checkpoint=checkpoint, download=download)
     return pipeline_for(model, config, **options)

@@ -26,7 +26,9 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -78,14 +80,20 @@ def _instance_norms(model: nn.Module) -> list[tuple[nn.Module, str, nn.InstanceN
     return found
 
 
-@contextlib.contextmanager
-def frozen_norm_statistics(model: nn.Module) -> Iterator[list[StatsNorm]]:
-    """Swap ``model``'s instance norms for :class:`StatsNorm` (record mode) and restore them after.
+N = TypeVar("N", bound=nn.Module)
 
-    This edits ``model`` in place while the context is open, so pass a copy when other threads
-    may use the network meanwhile (:class:`TiledRunner` does).
+
+@contextlib.contextmanager
+def swapped_instance_norms(model: nn.Module, make: Callable[[nn.InstanceNorm2d], N]) -> Iterator[list[N]]:
+    """Swap each instance norm of ``model`` for ``make(norm)`` and put the originals back after.
+
+    The one mechanism behind every norm that takes its statistics from elsewhere: frozen
+    whole-image statistics for tiles (:func:`frozen_norm_statistics`) and statistics smoothed over
+    video frames (:mod:`brushwork.inference.temporal`). The network classes are untouched. This
+    edits ``model`` in place while the context is open, so pass a copy when other threads may use
+    the network meanwhile (:class:`TiledRunner` does).
     """
-    swaps = [(parent, name, child, StatsNorm(child)) for parent, name, child in _instance_norms(model)]
+    swaps = [(parent, name, child, make(child)) for parent, name, child in _instance_norms(model)]
     for parent, name, _, norm in swaps:
         setattr(parent, name, norm)
     try:
@@ -93,6 +101,11 @@ def frozen_norm_statistics(model: nn.Module) -> Iterator[list[StatsNorm]]:
     finally:
         for parent, name, child, _ in swaps:
             setattr(parent, name, child)
+
+
+def frozen_norm_statistics(model: nn.Module) -> contextlib.AbstractContextManager[list[StatsNorm]]:
+    """Swap ``model``'s instance norms for :class:`StatsNorm` (record mode) and restore them after."""
+    return swapped_instance_norms(model, StatsNorm)
 
 
 @dataclass(frozen=True)
@@ -154,21 +167,40 @@ def _ramp(starts: tuple[int, ...], index: int, size: int, overlap: int, length: 
 
 
 
+#: A forward pass over tiles: float (1, C, h, w) in [-1, 1] on the CPU -> the network output.
+TileForward = Callable[[Tensor], Tensor]
+#: Given the whole image (downscaled), record its norm statistics and yield a :data:`TileForward`
+#: that normalises every tile with them: :func:`frozen_forward` for a torch module, the
+#: onnxruntime backend's own for an exported graph (:mod:`brushwork.inference.onnx`).
+WithStatistics = Callable[[Tensor], AbstractContextManager[TileForward]]
+
+
+@contextlib.contextmanager
+def frozen_forward(model: nn.Module, whole: Tensor, *, prepare: Callable[[Tensor], Tensor] = lambda t: t) -> Iterator[TileForward]:
+    """Record the instance-norm statistics of ``whole`` on a private copy of ``model``; yield a
+    forward pass that reuses them (swapping norms must not disturb other callers of ``model``)."""
+    model = copy.deepcopy(model)
+    with frozen_norm_statistics(model) as norms:
+        model(prepare(whole))
+        for norm in norms:
+            norm.mode = "frozen"
+        yield lambda x: model(prepare(x))
+
+
 class TiledRunner:
     """Run a generator over a large uint8 image in tiles with frozen whole-image norm statistics.
 
-    ``forward`` maps a float (N, C, h, w) batch in [-1, 1] (already on the right device, dtype and
-    memory format) to the network output; ``prepare`` turns a float CPU tensor into that input.
+    ``with_statistics`` says how the network takes the statistics (:data:`WithStatistics`): the
+    tiling, blending and banding here are the same for every backend.
     """
 
-    def __init__(self, model: nn.Module, *, multiple: int, tile: int, overlap: int = 64,
-                 stats_size: int = 1024, prepare: Callable[[Tensor], Tensor] = lambda t: t) -> None:
-        self.model = copy.deepcopy(model)  # swapping norms must not disturb callers of ``model``
+    def __init__(self, with_statistics: WithStatistics, *, multiple: int, tile: int, overlap: int = 64,
+                 stats_size: int = 1024) -> None:
+        self.with_statistics = with_statistics
         self.multiple = multiple
         self.tile = tile
         self.overlap = overlap
         self.stats_size = stats_size
-        self.prepare = prepare
 
     def _stats_input(self, image: Tensor) -> Tensor:
         """The whole image, downscaled (antialiased) so that its long side is ``stats_size``."""
@@ -188,13 +220,10 @@ class TiledRunner:
         if height % self.multiple or width % self.multiple:
             raise ValueError(f"tiled input must be padded to a multiple of {self.multiple}, got {width}x{height}")
         plan = plan_tiles(height, width, tile=self.tile, overlap=self.overlap, multiple=self.multiple)
-        with frozen_norm_statistics(self.model) as norms:
-            self.model(self.prepare(self._stats_input(image)))
-            for norm in norms:
-                norm.mode = "frozen"
-            return self._run_tiles(image, plan)
+        with self.with_statistics(self._stats_input(image)) as forward:
+            return self._run_tiles(image, plan, forward)
 
-    def _run_tiles(self, image: Tensor, plan: TilePlan) -> Tensor:
+    def _run_tiles(self, image: Tensor, plan: TilePlan, forward: TileForward) -> Tensor:
         _, height, width = image.shape
         out: Tensor | None = None
         acc = wsum = None
@@ -209,7 +238,7 @@ class TiledRunner:
                 band_top = top
             for j, left in enumerate(plan.cols):
                 x = to_unit(image[:, top : top + plan.tile_h, left : left + plan.tile_w]).unsqueeze(0)
-                y = self.model(self.prepare(x))[0].float().cpu()
+                y = forward(x)[0].float().cpu()
                 if out is None:
                     out = torch.empty((y.shape[0], height, width), dtype=image.dtype if image.dtype == torch.uint8 else torch.float32)
                 if acc is None or wsum is None:

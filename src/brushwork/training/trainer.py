@@ -5,6 +5,11 @@ that phase's networks only, computes the phase loss (under autocast when a reduc
 chosen), backpropagates and steps that phase's optimiser. It also owns the schedules, the loss
 log, TensorBoard, sample grids, checkpoints (atomic, last K kept, exact resume), Ctrl-C handling
 and release export.
+
+Under torchrun (:mod:`brushwork.training.distributed`) every process runs this same loop on its
+share of the data, with each network wrapped in DDP; rank 0 alone writes the log, samples,
+evaluations, checkpoints and releases. Steps are global iterations: one step is one optimiser
+update of every process, on ``data.batch_size`` images per process.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from brushwork.config import TrainConfig
 from brushwork.data.builders import TrainingData
 from brushwork.methods.base import Method
 from brushwork.nn.conv import gemm_weight_grad
+from brushwork.nn.modes import authors_test_mode
 from brushwork.release import release_config_for, save_release
 from brushwork.training.compiling import CompilePlan, compile_errors, compile_network, plan_compile
+from brushwork.training.distributed import SINGLE, Distributed
 from brushwork.training.logger import MetricLogger
 from brushwork.training.samples import save_sample_grid
 from brushwork.training.schedulers import (
@@ -66,6 +73,7 @@ class TrainResult:
     interrupted: bool
     releases: dict[str, Path]
     skipped_images: int
+    main: bool = True  # False in the processes other than rank 0 of a distributed run (they report nothing)
 
 
 class TrainerHook(Protocol):
@@ -112,8 +120,10 @@ class Trainer:
         run_dir: Path | None = None,
         resume: str | Path | None = None,
         hooks: list[TrainerHook] | None = None,
+        distributed: Distributed | None = None,
     ) -> None:
         self.method = method
+        self.dist = distributed or SINGLE
         self.hooks = list(hooks or [])
         self.config = config
         self.data = data
@@ -140,12 +150,14 @@ class Trainer:
         self.epoch = 0
         self._epoch_loss_sum = 0.0
         self._epoch_loss_count = 0
+        self._epoch_keys = 0  # keys of this process's share of the current epoch trained on so far
+        self._phases_checked = False
         self.steps_per_epoch = 1
         self.total_steps = config.optim.max_steps or 0
         if data is not None:  # None: only train_step() is used (benchmarks)
-            self.steps_per_epoch = max(1, math.ceil(len(data.sampler) / config.data.batch_size))
-            if config.optim.max_steps is None:
-                self.total_steps = config.optim.total_epochs * self.steps_per_epoch
+            data.sampler.shard(self.dist.rank, self.dist.world)
+            self.steps_per_epoch = max(1, math.ceil(data.sampler.share / config.data.batch_size))
+            self.total_steps = self._planned_steps()
         # The networks as built: samples and evaluation use these, so they never trigger a compile.
         self._eager_networks: dict[str, nn.Module] = {}
         self.compile_plan: CompilePlan | None = None  # decided once the steps left are known
@@ -156,6 +168,8 @@ class Trainer:
             return
         self.method.setup({k: v.to(self.device) for k, v in batch.items()})
         self.method.networks.to(device=self.device)
+        if self.dist.enabled and self.config.run.sync_bn:
+            self._convert_sync_bn()
         self._eager_networks = dict(self.method.networks.items())
         optim = self.config.optim
         # The fused Adam kernel exists for CPU and CUDA tensors; elsewhere the foreach one is used.
@@ -171,6 +185,28 @@ class Trainer:
             )
             self.schedulers[phase.name] = build_scheduler(self.optimizers[phase.name], optim)
 
+    def _convert_sync_bn(self) -> None:
+        """--sync-bn: batch norm layers become SyncBatchNorm (same parameters: the optimisers are unaffected)."""
+        counts = {}
+        for name, net in list(self.method.networks.items()):
+            self.method.networks[name] = converted = self.dist.convert_sync_bn(net)
+            counts[name] = sum(isinstance(m, nn.SyncBatchNorm) for m in converted.modules())
+        if not any(counts.values()):
+            log.warning("--sync-bn: the networks have no batch norm layers (norm=%s), so there is nothing to synchronise",
+                        getattr(self.config.model, "norm", "?"))  # fmt: skip
+        else:
+            log.info("--sync-bn: SyncBatchNorm in %s", ", ".join(f"{k} ({v} layers)" for k, v in counts.items() if v))
+
+    def _planned_steps(self) -> int:
+        """The global iteration the run ends at: ``--steps``, or the end of the last epoch from where it stands."""
+        optim = self.config.optim
+        if optim.max_steps is not None:
+            return optim.max_steps
+        if self.epoch >= optim.total_epochs:
+            return self.step
+        left_in_epoch = math.ceil(max(0, self._data.sampler.share - self._epoch_keys) / self.config.data.batch_size)
+        return self.step + left_in_epoch + (optim.total_epochs - self.epoch - 1) * self.steps_per_epoch
+
     def _prepare_speed(self, steps_left: int, resumed: dict[str, Any] | None = None) -> CompilePlan:
         """Once, before the first step: decide on torch.compile for the steps left, then the speed setting.
 
@@ -179,14 +215,18 @@ class Trainer:
         Compiled CPU graphs run in NCHW (measured faster, docs/benchmarks.md) with torch's own
         kernels. A run resumed on the same kind of device keeps the setting its checkpoint was
         trained with, so that resuming is exact even where a new probe would choose otherwise.
+        Under DDP rank 0 decides and every process takes its choice (a probe timed in each process
+        could differ), then each network is wrapped in DDP and that wrapper compiled.
         """
         if self.compile_plan is None:
             run = self.config.run
-            resumed = dict(resumed or {})
-            if resumed.pop("device", None) == self.device.type and self._auto_speed():
-                self.speed, reason = SpeedSetting(**resumed), "as the checkpoint was trained"
-                plan = plan_compile(run.compile, self.device, steps_left, eager_precision=self.speed.precision)
-            else:
+
+            def decide() -> tuple[SpeedSetting, CompilePlan, str]:
+                saved = dict(resumed or {})
+                if saved.pop("device", None) == self.device.type and self._auto_speed():
+                    speed = SpeedSetting(**saved)
+                    plan = plan_compile(run.compile, self.device, steps_left, eager_precision=speed.precision)
+                    return speed, plan, "as the checkpoint was trained"
                 choice = choose_speed("train", self.device, precision=run.precision, channels_last=run.channels_last,
                                       gemm=run.gemm_weight_grad)  # fmt: skip
                 plan = plan_compile(run.compile, self.device, steps_left, eager_precision=choice.setting.precision)
@@ -194,15 +234,18 @@ class Trainer:
                     # compiled graphs: NCHW (unless asked otherwise) and torch's own conv kernels
                     layout = False if run.channels_last is None else run.channels_last
                     choice = choose_speed("train", self.device, precision=choice.setting.precision, channels_last=layout, gemm=False)
-                self.speed, reason = choice.setting, choice.reason
+                return choice.setting, plan, choice.reason
+
+            self.speed, plan, reason = self.dist.on_main(decide)
             self.compile_plan = plan
             log.info("speed setting: %s (%s)", self.speed.name, reason)
             self.autocast_dtype = self.speed.dtype
             self.memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
             self.method.networks.to(memory_format=self.memory_format)
-            if plan.enabled:
-                for name, net in self._eager_networks.items():
-                    self.method.networks[name] = compile_network(net)
+            for name, net in self._eager_networks.items():
+                wrapped = self.dist.wrap(net)  # DDP under torchrun, else net itself
+                self.method.networks[name] = compile_network(wrapped) if plan.enabled else wrapped
+            self.dist.check_identical(self._eager_networks, "after wrapping the networks in DDP")
         return self.compile_plan
 
     def _auto_speed(self) -> bool:
@@ -212,18 +255,34 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # state
 
+    def _process_state(self) -> dict[str, Any]:
+        """What differs between the processes of a distributed run: RNG streams, the method's own
+        state (image pools), the running sum of the epoch's losses."""
+        return {
+            "method_state": self.method.extra_state(),
+            "rng": rng_state(),
+            "epoch_loss": (self._epoch_loss_sum, self._epoch_loss_count),
+        }
+
     def state_dict(self) -> dict[str, Any]:
+        """The training state. Under DDP every process must call it (it gathers their own states);
+        only rank 0's result is complete (``other_ranks`` is None elsewhere)."""
+        mine = self._process_state()
+        every = self.dist.gather(mine)
         return {
             "networks": {k: _unwrap(v).state_dict() for k, v in self.method.networks.items()},
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
             "speed": {"device": self.device.type, **asdict(self.speed)},  # resumed on the same kind of device, kept
-            "method_state": self.method.extra_state(),
-            "rng": rng_state(),
+            **mine,  # this process's (rank 0's in a checkpoint)
+            "other_ranks": every[1:] if every is not None else None,  # ranks 1.. of a distributed run
+            "world_size": self.dist.world,
+            # Keys of the current epoch trained on, counted over all processes (a resume with
+            # another number of processes or batch size splits the rest of the epoch anew).
+            "data_position": {"epoch_keys": self._epoch_keys * self.dist.world, "batch_size": self.config.data.batch_size},
             "step": self.step,
             "epoch": self.epoch,
-            "epoch_loss": (self._epoch_loss_sum, self._epoch_loss_count),
             "config": self.config.to_dict(),
         }
 
@@ -245,11 +304,52 @@ class Trainer:
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
         self.scaler.load_state_dict(state["scaler"])
-        self.method.load_extra_state(state["method_state"])
-        set_rng_state(state["rng"])
+        processes = [{k: state[k] for k in ("method_state", "rng", "epoch_loss")}, *(state.get("other_ranks") or [])]
+        if self.dist.rank < len(processes):  # this process's own state, as it was saved
+            mine = processes[self.dist.rank]
+            self.method.load_extra_state(mine["method_state"])
+            set_rng_state(mine["rng"])
+            self._epoch_loss_sum, self._epoch_loss_count = mine["epoch_loss"]
+        else:  # a process the saved run did not have: rank 0's method state, its own RNG seed
+            self.method.load_extra_state(processes[0]["method_state"])
+            self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
-        self._epoch_loss_sum, self._epoch_loss_count = state["epoch_loss"]
+        if self.data is not None:
+            done = self._saved_epoch_keys(state)
+            self._epoch_keys = min(done // self.dist.world, self._data.sampler.share)
+            self.total_steps = self._planned_steps()
+            if self.dist.is_main:
+                self._report_changes(state, len(processes), done)
+
+    def _saved_epoch_keys(self, state: dict[str, Any]) -> int:
+        """Keys of the saved epoch trained on, over all processes."""
+        position = state.get("data_position")
+        if position is not None:
+            return int(position["epoch_keys"])
+        # a checkpoint from before distributed training: one process, full batches of its batch size
+        batch = int(state["config"]["data"]["batch_size"])
+        return (self.step - self.epoch * math.ceil(self._data.sampler.length / batch)) * batch
+
+    def _report_changes(self, state: dict[str, Any], saved_world: int, done: int) -> None:
+        """Say what a resume with another number of processes or batch size does not continue exactly."""
+        saved_batch = int((state.get("data_position") or state["config"]["data"])["batch_size"])
+        world, batch = self.dist.world, self.config.data.batch_size
+        if (saved_world, saved_batch) == (world, batch):
+            return
+        notes = [f"a step now trains on {batch * world} images ({world} x {batch}) instead of "
+                 f"{saved_batch * saved_world} ({saved_world} x {saved_batch}); the learning rate is not rescaled"]  # fmt: skip
+        length = self._data.sampler.length
+        if world != saved_world and done < length:
+            start = (done // world) * world
+            notes.append(f"the rest of epoch {self.epoch} (from key {start} of {length}) is split {world} way(s)"
+                         + (f", {done - start} key(s) of it trained on again" if done > start else ""))  # fmt: skip
+        if world > saved_world:
+            notes.append(f"new {_ranks(saved_world, world)}: own random streams, a copy of rank 0's method state (image pools)")
+        elif world < saved_world:
+            notes.append(f"the random streams and method state (image pools) of {_ranks(world, saved_world)} are dropped")
+        log.warning("resuming a run of %d process(es) x batch %d with %d x %d, which is not exactly the run it would have been: %s",
+                    saved_world, saved_batch, world, batch, "; ".join(notes))  # fmt: skip
 
     # ------------------------------------------------------------------------------------------
     # one iteration
@@ -270,16 +370,22 @@ class Trainer:
         ctx: dict[str, Any] = {}
         losses: dict[str, Tensor] = {}
         batch = {k: v.to(self.device, non_blocking=True, memory_format=self.memory_format) for k, v in batch.items()}
+        check = self.dist.enabled and not self._phases_checked
         with compile_errors(plan):
             for phase in self.phases:
                 self._set_trainable(phase.networks + phase.forward)
                 opt = self.optimizers[phase.name]
                 opt.zero_grad(set_to_none=True)
+                if check:
+                    self._clear_grads(phase.forward)
                 with self._autocast(), gemm_weight_grad(self.speed.gemm_weight_grad):
                     total, parts = self.method.phase_loss(phase.name, batch, ctx)
                 self.scaler.scale(total).backward()
+                if check:
+                    self._check_forward_networks(phase.name, phase.forward)
                 self.scaler.step(opt)
                 losses.update(parts)
+        self._phases_checked = True
         self.scaler.update()
         self._set_trainable(tuple(self.method.networks.keys()))
         # One device-to-host copy for all losses (a sync per loss would stall a GPU eight times).
@@ -288,6 +394,26 @@ class Trainer:
             if not math.isfinite(v):
                 raise FloatingPointError(f"loss {k} became {v} at step {self.step + 1}; try a lower optim.lr")
         return values
+
+    def _clear_grads(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            for p in self.method.networks[name].parameters():
+                p.grad = None
+
+    def _check_forward_networks(self, phase: str, names: tuple[str, ...]) -> None:
+        """Under DDP, once: a phase's loss must not reach the parameters of the networks it only runs forward.
+
+        Those networks are trained by a later phase through the graph built here. DDP reduces a
+        network's gradients in the first backward that reaches it; a second backward through the
+        same forward would not be reduced, and the processes would silently train different models.
+        """
+        reached = [n for n in names if any(p.grad is not None for p in self.method.networks[n].parameters())]
+        if reached:
+            raise RuntimeError(
+                f"distributed training: phase {phase}'s loss reaches the parameters of {', '.join(reached)}, which a "
+                f"later phase trains through the same forward pass; DDP cannot reduce those gradients twice. Detach "
+                f"{reached[0]}'s output in phase {phase}'s loss (as pix2pix does)"
+            )
 
     # ------------------------------------------------------------------------------------------
     # the loop
@@ -315,8 +441,7 @@ class Trainer:
     def _batches(self) -> Iterator[dict[str, Tensor]]:
         loader = self._loader()
         while self.step < self.total_steps:
-            done_in_epoch = self.step - self.epoch * self.steps_per_epoch
-            self._data.sampler.set_epoch(self.epoch, skip=done_in_epoch * self.config.data.batch_size)
+            self._data.sampler.set_epoch(self.epoch, skip=self._epoch_keys)
             for batch in loader:
                 yield batch
                 if self.step >= self.total_steps:
@@ -324,16 +449,27 @@ class Trainer:
             self._end_epoch()
 
     def _end_epoch(self) -> None:
-        mean = self._epoch_loss_sum / max(1, self._epoch_loss_count)
+        loss_sum, count = self.dist.sum([self._epoch_loss_sum, self._epoch_loss_count])  # every process's losses
+        mean = loss_sum / max(1, count)
         if not self.schedule_per_iteration:
             for sched in self.schedulers.values():
                 step_scheduler(sched, mean)
         self.epoch += 1
         self._epoch_loss_sum, self._epoch_loss_count = 0.0, 0
+        self._epoch_keys = 0
 
-    def _prepare_run_dir(self) -> None:
+    def _prepare_run_dir(self) -> Path | None:
+        """Check and tidy the run folder (rank 0 only); the checkpoint to resume from, or None.
+
+        After an elastic restart (torchrun's restart count > 0) the newest checkpoint of the
+        run folder is resumed, whatever the command line said: it is where the group was.
+        """
         existing = list_checkpoints(self.run_dir)
-        if self.resume is None and existing:
+        resume = self.resume
+        if self.dist.restart > 0 and existing:
+            resume = "latest"
+            log.warning("torchrun restart %d: resuming from the newest checkpoint, %s", self.dist.restart, existing[-1])
+        if resume is None and existing:
             raise RunFolderError(
                 f"run folder {self.run_dir} already holds checkpoints; pass --resume to continue it "
                 "or choose another --out"
@@ -343,6 +479,7 @@ class Trainer:
         stale = remove_interrupted_saves(self.run_dir) + remove_stale_temps(self.release_dir)
         if stale:
             log.info("removed %d temporary file(s) of interrupted writes: %s", len(stale), ", ".join(p.name for p in stale))
+        return None if resume is None else find_resume_checkpoint(self.run_dir, resume)
 
     @property
     def release_dir(self) -> Path:
@@ -350,11 +487,11 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         skipped = len(self._data.skipped)
-        self._prepare_run_dir()
-        resumed_from = None
+        main = self.dist.is_main
+        # Rank 0 checks the folder and picks the checkpoint; the others wait for its answer, then all load it.
+        resumed_from = self.dist.on_main(self._prepare_run_dir)
         state = None
-        if self.resume is not None:
-            resumed_from = find_resume_checkpoint(self.run_dir, self.resume)
+        if resumed_from is not None:
             state = load_checkpoint(resumed_from, map_location=self.device, pick_flag="--resume-from")
         self._setup(self._data.sample_batch)
         plan = self._prepare_speed(self.total_steps - int(state["step"] if state else 0), state.get("speed") if state else None)
@@ -362,66 +499,84 @@ class Trainer:
         if state is not None:
             self.load_state_dict(state, str(resumed_from))
             log.info("resumed from %s at step %d", resumed_from, self.step)
-        self.config.save(self.run_dir / "config.yaml")
         run = self.config.run
-        logger = MetricLogger(
-            self.run_dir / "log.jsonl",
-            tensorboard_dir=self.run_dir / "tensorboard" if run.tensorboard else None,
-            truncate_after=self.step if resumed_from is not None else 0,
-        )
+        logger: MetricLogger | _NoLogger = _NoLogger()
+        if main:
+            self.config.save(self.run_dir / "config.yaml")
+            logger = MetricLogger(
+                self.run_dir / "log.jsonl",
+                tensorboard_dir=self.run_dir / "tensorboard" if run.tensorboard else None,
+                truncate_after=self.step if resumed_from is not None else 0,
+            )
         self.method.train()
         interrupted = False
-        progress = _Progress(enabled=run.progress, total=self.total_steps, start=self.step)
+        progress = _Progress(enabled=run.progress and main, total=self.total_steps, start=self.step)
         window_start, window_steps = time.perf_counter(), 0
+        checked = not self.dist.enabled
         try:
             with _StopRequest() as stop, progress:
                 for batch in self._batches():
+                    self.dist.maybe_fail(self.step + 1)
                     lr = self.optimizers[self.phases[0].name].param_groups[0]["lr"]  # the rate this step trains at
                     values = self.train_step(batch)
                     self.step += 1
+                    self._epoch_keys += next(iter(batch.values())).shape[0]
                     if self.schedule_per_iteration:  # before any checkpoint: its schedulers have seen self.step steps
                         for sched in self.schedulers.values():
                             sched.step()
+                    if not checked:  # after this process's first step: DDP kept every process's weights equal
+                        self.dist.check_identical(self._eager_networks, f"step {self.step}")
+                        checked = True
                     window_steps += 1
                     total_loss = sum(values.values())
                     self._epoch_loss_sum += total_loss
                     self._epoch_loss_count += 1
                     progress.update(self.step, values)
                     if self.step % run.log_every == 0 or self.step == self.total_steps:
+                        shown = self.dist.mean(values)  # the losses of the global batch
                         elapsed = time.perf_counter() - window_start
                         record = {
                             "epoch": self.epoch,
                             "lr": lr,
-                            **values,
+                            **shown,
                             "it_per_s": window_steps / elapsed if elapsed > 0 else None,
                         }
                         logger.log(self.step, record)
                         window_start, window_steps = time.perf_counter(), 0
-                    if self.step % run.sample_every == 0:
+                    if main and self.step % run.sample_every == 0:
                         self.save_samples()
                     if self.step % run.checkpoint_every == 0:
                         self.save()
-                    for hook in self.hooks:
-                        if self.step % hook.every == 0:
-                            logger.log(self.step, self._run_hook(hook), kind=hook.name)
-                    if stop.requested:
+                    if main:
+                        for hook in self.hooks:
+                            if self.step % hook.every == 0:
+                                logger.log(self.step, self._run_hook(hook), kind=hook.name)
+                    if self.dist.any(stop.requested):  # every process stops after the same step
                         interrupted = True
                         break
         except KeyboardInterrupt:
+            if self.dist.enabled:  # the others are somewhere else: no collective save is possible
+                raise
             interrupted = True
         finally:
             logger.close()
         if self.step == 0:
-            return TrainResult(self.run_dir, 0, self.epoch, interrupted, {}, skipped)
-        saved = list_checkpoints(self.run_dir)
-        if not saved or saved[-1] != checkpoint_path(self.run_dir, self.step):
+            return TrainResult(self.run_dir, 0, self.epoch, interrupted, {}, skipped, main)
+        if self.dist.on_main(self._unsaved):
             self.save()
         releases: dict[str, Path] = {}
         if not interrupted:
-            self.save_samples()
-            if run.export_at_end:
-                releases = self.export()
-        return TrainResult(self.run_dir, self.step, self.epoch, interrupted, releases, skipped)
+            releases = self.dist.on_main(self._finish)
+        return TrainResult(self.run_dir, self.step, self.epoch, interrupted, releases if main else {}, skipped, main)
+
+    def _unsaved(self) -> bool:
+        saved = list_checkpoints(self.run_dir)
+        return not saved or saved[-1] != checkpoint_path(self.run_dir, self.step)
+
+    def _finish(self) -> dict[str, Path]:
+        """The last sample grid and (unless turned off) the releases."""
+        self.save_samples()
+        return self.export() if self.config.run.export_at_end else {}
 
     def _run_hook(self, hook: TrainerHook) -> dict[str, float]:
         with self.eager():
@@ -445,9 +600,18 @@ class Trainer:
     # outputs
 
     def save(self) -> Path:
-        path = save_checkpoint(self.run_dir, self.step, self.state_dict(), keep=self.config.run.keep_checkpoints)
-        log.info("saved checkpoint %s", path)
-        return path
+        """Write a checkpoint. Under DDP every process calls this: their states are gathered, rank
+        0 writes the file, and none goes on before it is in place (a process lost after this
+        point loses no work)."""
+        self.dist.check_identical(self._eager_networks, f"checkpoint at step {self.step}")
+        state = self.state_dict()
+
+        def write() -> Path:
+            path = save_checkpoint(self.run_dir, self.step, state, keep=self.config.run.keep_checkpoints)
+            log.info("saved checkpoint %s", path)
+            return path
+
+        return self.dist.on_main(write)
 
     def save_samples(self) -> Path:
         batch = {k: v.to(self.device, memory_format=self.memory_format) for k, v in self._data.sample_batch.items()}
@@ -482,11 +646,16 @@ def export_releases(
             target=spec.target_domain,
             train_size=config.data.crop_size,
             pipeline=spec.pipeline,
+            test_mode=authors_test_mode(spec.architecture),  # pix2pix: the authors' train-mode test (brushwork.nn.modes)
             provenance={"method": config.method, "step": step, "run": str(run_dir), "data": config.data.root
                         or f"{config.data.dir_a} | {config.data.dir_b}"},
         )
         out[direction] = save_release(net, out_root / direction, release, extra_files=extra_files)
     return out
+
+
+def _ranks(first: int, end: int) -> str:
+    return f"rank {first}" if end - first == 1 else f"ranks {first}..{end - 1}"
 
 
 def _match_layouts(opt: Optimizer) -> None:
@@ -507,6 +676,16 @@ def _unwrap(net: nn.Module) -> nn.Module:
     """The plain module behind DDP / torch.compile wrappers (checkpoints never hold prefixes)."""
     net = getattr(net, "module", net)
     return getattr(net, "_orig_mod", net)
+
+
+class _NoLogger:
+    """The metric log of the processes other than rank 0: nothing is written."""
+
+    def log(self, step: int, values: dict[str, Any], *, kind: str = "train") -> None:
+        del step, values, kind
+
+    def close(self) -> None:
+        pass
 
 
 class _Progress:
