@@ -54,6 +54,7 @@ from brushwork.nn import (
     init_weights,
     patch_nce_loss_over_layers,
 )
+from brushwork.nn.patchnce import sample_patch_ids
 
 #: The projection heads of the official ``--netF``: an MLP per layer, or sampling only.
 HEADS = ("mlp_sample", "sample")
@@ -189,7 +190,6 @@ class CUT(Method):
         # norm treats each sample on its own. (G's forward always sees x and y together, as the
         # official code's does, whatever the norm.)
         self.fuse_passes = model.norm != "batch"
-        self._head: PatchSampleF | None = None  # made by setup()
         # x is the source domain's batch, y the target's (the official set_input swaps them for BtoA)
         self.source, self.target = ("A", "B") if objective.direction == "AtoB" else ("B", "A")
 
@@ -203,12 +203,12 @@ class CUT(Method):
         builds the same head; its initial weights come from the global RNG, which a resumed run
         then restores from the checkpoint along with the head's trained weights.
         """
-        if self._head is not None:
+        if "H" in self.networks:
             return
         channels = feature_channels(self.networks["G"], self.nce_layers, in_channels=int(batch[self.source].shape[1]))
         netf, nc, init_type, gain = self.head_settings
         head = PatchSampleF(channels=channels, nc=nc, mlp=netf == "mlp_sample")
-        self.networks["H"] = self._head = init_weights(head, init_type=init_type, gain=gain)
+        self.networks["H"] = init_weights(head, init_type=init_type, gain=gain)
 
     def phases(self) -> list[Phase]:
         return [Phase("discriminator", ("D",), forward=("G",)), Phase("generator", ("G", "H"))]
@@ -273,14 +273,15 @@ class CUT(Method):
         when ``flipped``), sampled at the keys' locations; new locations are drawn for each
         pair, keys first. The keys carry no gradient (the loss detaches them, as the official
         loss does), so they are computed without one. The head and the loss run in fp32 outside
-        autocast: unit vectors and logits over tau = 0.07 need more than bf16's 8 bits. The head
-        is called as built, never through a torch.compile wrapper the trainer may put around
-        ``networks["H"]`` (same parameters): it is tiny, and its patch draws must take the
-        global RNG exactly as an eager run does, so compiled and eager runs resume alike.
+        autocast: unit vectors and logits over tau = 0.07 need more than bf16's 8 bits. The patch
+        locations are drawn here, eagerly, from the global CPU RNG (what PatchSampleF would draw,
+        layer by layer), and handed to the head for both sides: the head the trainer may wrap
+        (DDP, torch.compile) is then a pure function of its inputs, and compiled and eager runs
+        draw alike.
         """
-        G, H = self.networks["G"], self._head
-        if H is None:
+        if "H" not in self.networks:
             raise RuntimeError("CUT.setup(batch) must run before the losses: it creates the projection head")
+        G, H = self.networks["G"], self.networks["H"]
         layers = self.nce_layers
         sources = [src for src, _ in pairs]
         targets = [tgt for _, tgt in pairs]
@@ -299,7 +300,8 @@ class CUT(Method):
             for q_layers, k_layers in zip(feats_q, feats_k, strict=True):
                 if flipped:
                     q_layers = [_flip(f) for f in q_layers]
-                k_pool, ids = H([f.float() for f in k_layers], num_patches=self.num_patches)
+                ids = [sample_patch_ids(f.shape[2], f.shape[3], self.num_patches) for f in k_layers]
+                k_pool, _ = H([f.float() for f in k_layers], num_patches=self.num_patches, patch_ids=ids)
                 q_pool, _ = H([f.float() for f in q_layers], num_patches=self.num_patches, patch_ids=ids)
                 nce = patch_nce_loss_over_layers(q_pool, k_pool, temperature=self.nce_t, negatives=self.negatives)
                 losses.append(nce * self.lambda_nce)
