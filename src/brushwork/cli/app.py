@@ -29,6 +29,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
+    from brushwork.style.adain import AdaINModelError
+    from brushwork.style.inputs import StyleInputError
+    from brushwork.style.weights import VGGWeightsError
     from brushwork.training.checkpoint import CheckpointError
     from brushwork.training.compiling import CompileFailedError
     from brushwork.training.trainer import RunFolderError
@@ -38,6 +41,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
         MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, DeviceError, PixelLimitError,
+        StyleInputError, AdaINModelError, VGGWeightsError,
     )  # fmt: skip
 
 
