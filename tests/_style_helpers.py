@@ -47,10 +47,20 @@ def save_image(path: Path, arr: np.ndarray) -> Path:
     return path
 
 
+def kaiming_(net: torch.nn.Module) -> torch.nn.Module:
+    """He initialisation of every convolution, biases small: activations keep their scale through the
+    depth (torch's default init shrinks them about 3x per layer, so a random AdaIN decoder paints flat)."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            torch.nn.init.normal_(m.bias, std=0.01)
+    return net
+
+
 def random_vgg_state(seed: int = 0, last: str = "relu5_1") -> dict[str, torch.Tensor]:
-    """A randomly initialised VGG19Features state (torch's default conv init), ending at ``last``."""
+    """A randomly initialised (He) VGG19Features state, ending at ``last``."""
     torch.manual_seed(seed)
-    return VGG19Features(layers=(last,)).state_dict()
+    return kaiming_(VGG19Features(layers=(last,))).state_dict()
 
 
 def random_vgg_weights(seed: int = 0) -> VGGWeights:
