@@ -145,3 +145,20 @@ def test_with_chroma_of_keeps_the_photo_colours() -> None:
     inside = ((mixed > 0) & (mixed < 1)).all(0)  # where nothing was clipped
     torch.testing.assert_close(rgb_to_yiq(mixed)[1:, inside], rgb_to_yiq(photo)[1:, inside], atol=1e-5, rtol=0)
     torch.testing.assert_close(rgb_to_yiq(mixed)[0, inside], rgb_to_yiq(other)[0, inside], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("on_grid", [True, False])
+def test_histogram_paths_equal_the_definition(on_grid: bool) -> None:
+    """The 8-bit histogram path (photos) and the sorting path give numpy's mid-rank + interp definition."""
+    from brushwork.style.colour import match_channel
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, 5000) / 255.0
+    ref = (rng.integers(0, 256, 3000) ** 2 // 255) / 255.0
+    if not on_grid:
+        x, ref = x + rng.uniform(0, 1e-3, x.shape), ref + rng.uniform(0, 1e-3, ref.shape)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    quantile = (np.cumsum(counts) - counts / 2) / x.size
+    expected = np.interp(quantile, (np.arange(ref.size) + 0.5) / ref.size, np.sort(ref))[inverse]
+    got = match_channel(torch.from_numpy(x), torch.from_numpy(ref)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-12, rtol=0)

@@ -107,7 +107,7 @@ def test_weighted_styles_mix_their_gram_matrices(vgg: VGG19Features) -> None:
 def test_optimisation_lowers_the_loss_and_reports_progress(vgg: VGG19Features, optimiser: str) -> None:
     photo, painting = unit(smooth_image(32, 40, 6)), unit(smooth_image(32, 32, 7))
     seen: list[tuple[int, int]] = []
-    settings = GatysSettings(iterations=8, optimiser=optimiser, lr=0.05)
+    settings = GatysSettings(iterations=8, optimiser=optimiser, lr=0.01)
     result = gatys_transfer(photo, [(painting, 1.0)], vgg, settings, progress=lambda d, t: seen.append((d, t)))
     assert result.image.shape == photo.shape and result.image.dtype == torch.float32
     assert float(result.image.min()) >= 0 and float(result.image.max()) <= 1

@@ -15,7 +15,7 @@ Three modes, all on (3, H, W) float RGB in [0, 1] (``content`` takes ``style``'s
   example-based colour transfer"): the closed-form affine map between the two Gaussian colour
   distributions that moves pixels least, ``T = S^-1/2 (S^1/2 St S^1/2)^1/2 S^-1/2`` with ``S`` the
   content's RGB covariance, ``St`` the style's; ``out = T (x - mean_c) + mean_s`` has exactly the
-  style's mean and covariance.
+  style's mean and covariance (statistics in float64, the map applied in the photo's dtype).
 
 Also the YIQ luminance helpers behind ``preserve_colour`` of the CNN methods (Gatys, Bethge,
 Hertzmann and Shechtman 2017, "Preserving Color in Neural Artistic Style Transfer": transfer
@@ -49,7 +49,7 @@ COV_EPS = 1e-10
 
 def _apply(matrix: Tensor, x: Tensor) -> Tensor:
     """A 3x3 matrix applied to the channel axis of (3, ...) data, in the data's dtype."""
-    return torch.einsum("ij,j...->i...", matrix.to(device=x.device, dtype=x.dtype), x)
+    return (matrix.to(device=x.device, dtype=x.dtype) @ x.reshape(3, -1)).reshape(x.shape)
 
 
 def rgb_to_lab(rgb: Tensor) -> Tensor:
@@ -69,13 +69,32 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(3, -1)
 
 
+def _lab_mean_std(log_lms: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of each l-alpha-beta axis, from the log-LMS data's mean and covariance."""
+    lab = LMS_TO_LAB.to(log_lms.dtype)
+    cov = torch.cov(log_lms, correction=0).double()
+    mean = lab.double() @ log_lms.mean(1).double()
+    return mean, (lab.double() @ cov @ lab.double().T).diagonal().clamp_min(0).sqrt()
+
+
 def reinhard(content: Tensor, style: Tensor) -> Tensor:
-    """Mean and standard deviation of each l-alpha-beta axis matched to the style's; unclipped RGB."""
-    c, s = rgb_to_lab(_flat(content).double()), rgb_to_lab(_flat(style).double())
-    mc, sc = c.mean(1, keepdim=True), c.std(1, keepdim=True, correction=0)
-    ms, ss = s.mean(1, keepdim=True), s.std(1, keepdim=True, correction=0)
-    out = (c - mc) * (ss / sc.clamp_min(1e-12)) + ms
-    return lab_to_rgb(out).reshape(content.shape).to(content.dtype)
+    """Mean and standard deviation of each l-alpha-beta axis matched to the style's; unclipped RGB.
+
+    Equal to ``lab_to_rgb((lab(c) - mean_c) * std_s / std_c + mean_s)``, in fewer passes: the
+    per-axis affine map is folded into one 3x3 map of the log-LMS values, and the natural log
+    replaces log10 (the two differ by a constant factor on all three axes, which the matching
+    cancels exactly). Computed in the content's dtype (float32 photos: errors of order 1e-7).
+    """
+    dtype = content.dtype
+    c = torch.log(_apply(RGB_TO_LMS, _flat(content)) + LOG_OFFSET)
+    s = torch.log(_apply(RGB_TO_LMS, _flat(style).to(dtype)) + LOG_OFFSET)
+    (mc, sc), (ms, ss) = _lab_mean_std(c), _lab_mean_std(s)
+    scale = ss / sc.clamp_min(1e-12)
+    lab, lab_inv = LMS_TO_LAB, torch.linalg.inv(LMS_TO_LAB)
+    k = lab_inv @ torch.diag(scale) @ lab  # log-LMS -> matched log-LMS, all in float64
+    offset = lab_inv @ (ms - scale * mc)
+    z = k.to(dtype) @ c + offset.to(dtype).view(3, 1)
+    return _apply(torch.linalg.inv(RGB_TO_LMS), torch.exp(z) - LOG_OFFSET).reshape(content.shape)
 
 
 def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
@@ -86,16 +105,46 @@ def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     return f0 + t * (f1 - f0)
 
 
+def _grid_levels(x: Tensor) -> Tensor | None:
+    """The integer levels of 1-d data that lies on the 8-bit grid (each value k / 255), else None."""
+    levels = (x * 255).round()
+    return levels.long() if bool((levels / 255 == x).all()) else None
+
+
+def _sorted_value(counts: Tensor, index: Tensor) -> Tensor:
+    """The ``index``-th smallest of the 8-bit data with level histogram ``counts``, in [0, 1]."""
+    return torch.searchsorted(torch.cumsum(counts, 0), index, right=True).clamp(max=255).double() / 255
+
+
 def match_channel(values: Tensor, reference: Tensor) -> Tensor:
-    """1-d ``values`` mapped to ``reference``'s quantile at each value's mid-rank quantile."""
+    """1-d ``values`` mapped to ``reference``'s quantile at each value's mid-rank quantile.
+
+    The reference's quantile function interpolates linearly between its sorted values, the i-th
+    of m sitting at quantile ``(i + 1/2) / m``. Data on the 8-bit grid (photos) take a histogram
+    path with the same result: 256 levels instead of a sort of every pixel.
+    """
     n, m = values.numel(), reference.numel()
-    _, inverse, counts = torch.unique(values, sorted=True, return_inverse=True, return_counts=True)
-    quantile = (torch.cumsum(counts, 0) - counts / 2).double() / n
-    ref_sorted = reference.double().sort().values
-    if m == 1:
-        return ref_sorted.expand(n).to(values.dtype)
-    ref_quantile = (torch.arange(m, dtype=torch.float64, device=values.device) + 0.5) / m
-    return _interp(quantile, ref_quantile, ref_sorted)[inverse].to(values.dtype)
+    grid, ref_grid = _grid_levels(values), _grid_levels(reference)
+    if grid is not None:
+        counts = torch.bincount(grid, minlength=256)
+        inverse, quantile = grid, (torch.cumsum(counts, 0) - counts / 2).double() / n  # per level
+    else:
+        _, inverse, counts = torch.unique(values, sorted=True, return_inverse=True, return_counts=True)
+        quantile = (torch.cumsum(counts, 0) - counts / 2).double() / n
+    if ref_grid is not None:
+        ref_counts = torch.bincount(ref_grid, minlength=256)
+        position = (quantile * m - 0.5).clamp(0, m - 1)
+        low = position.floor().long()
+        high = (low + 1).clamp(max=m - 1)
+        v0, v1 = _sorted_value(ref_counts, low), _sorted_value(ref_counts, high)
+        mapped = v0 + (position - low) * (v1 - v0)
+    else:
+        ref_sorted = reference.double().sort().values
+        if m == 1:
+            return ref_sorted.expand(n).to(values.dtype)
+        ref_quantile = (torch.arange(m, dtype=torch.float64, device=values.device) + 0.5) / m
+        mapped = _interp(quantile, ref_quantile, ref_sorted)
+    return mapped.to(values.dtype)[inverse]
 
 
 def histogram_match(content: Tensor, style: Tensor) -> Tensor:
@@ -121,13 +170,16 @@ def mk_matrix(cov_content: Tensor, cov_style: Tensor) -> Tensor:
 
 def monge_kantorovich(content: Tensor, style: Tensor) -> Tensor:
     """The linear Monge-Kantorovich colour mapping (computed in float64); unclipped RGB."""
-    c, s = _flat(content).double(), _flat(style).double()
-    mc, ms = c.mean(1, keepdim=True), s.mean(1, keepdim=True)
+    c, s = _flat(content), _flat(style)
+    c64, s64 = c.double(), s.double()  # the statistics in float64; the map applied in the content's dtype
+    mc, ms = c64.mean(1, keepdim=True), s64.mean(1, keepdim=True)
     eye = torch.eye(3, dtype=torch.float64, device=c.device) * COV_EPS
-    cov_c = torch.cov(c, correction=0) + eye
-    cov_s = torch.cov(s, correction=0) + eye
-    out = mk_matrix(cov_c, cov_s) @ (c - mc) + ms
-    return out.reshape(content.shape).to(content.dtype)
+    cov_c = torch.cov(c64, correction=0) + eye
+    cov_s = torch.cov(s64, correction=0) + eye
+    t = mk_matrix(cov_c, cov_s)
+    offset = ms - t @ mc
+    out = t.to(c.dtype) @ c + offset.to(c.dtype)
+    return out.reshape(content.shape)
 
 
 _MODES = {"reinhard": reinhard, "histogram": histogram_match, "mk": monge_kantorovich}

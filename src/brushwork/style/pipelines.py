@@ -21,6 +21,7 @@ transfers luminance only and keeps the photo's colours (Gatys et al. 2017).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -252,7 +253,7 @@ class AdaINPipeline(StylePipeline):
 
     def __init__(self, net: AdaINNet, config: ReleaseConfig, styles: Sequence[StyleImage] = (), *, strength: float = 1.0,
                  preserve_colour: bool = False, style_size: int | None = ADAIN_STYLE_SIZE, device: str | torch.device = "auto",
-                 precision: str = "auto", channels_last: bool | None = None, batch_size: int = 4) -> None:
+                 precision: str = "auto", channels_last: bool | None = None, batch_size: int = 4, copy_model: bool = True) -> None:
         super().__init__(styles, strength=strength, preserve_colour=preserve_colour)
         if style_size is not None and style_size < MIN_STYLE_SIDE:
             raise StyleInputError(f"style_size must be at least {MIN_STYLE_SIDE}, got {style_size}")
@@ -264,6 +265,8 @@ class AdaINPipeline(StylePipeline):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype, self.channels_last, reason = _speed("infer", self.device, precision, channels_last)
         log.debug("adain speed setting: %s (%s)", PRECISION_NAMES[self.dtype], reason)
+        if copy_model:  # casting and moving are in place; the caller's network stays as it was
+            net = copy.deepcopy(net)
         net = net.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
         self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
         self._style_features: list[Tensor] | None = None
@@ -273,7 +276,7 @@ class AdaINPipeline(StylePipeline):
         """The pipeline factory of the ``reference-style`` kind; ``style`` may also come later (:meth:`with_style`)."""
         if not isinstance(model, AdaINNet):
             raise StyleInputError(f"a reference-style pipeline needs an AdaIN network, got {type(model).__name__}")
-        return cls(model, config, load_styles(style) if style is not None else (), **options)
+        return cls(model, config, load_styles(style) if style is not None else (), **{"copy_model": False, **options})
 
     @classmethod
     def from_style(cls, styles: Sequence[StyleImage], *, model: str | Path | None = None, encoder: str | Path | None = None,
@@ -290,7 +293,8 @@ class AdaINPipeline(StylePipeline):
             )
         net, config = load_adain_model(model, encoder=encoder)
         return cls(net, config, styles, strength=strength, preserve_colour=preserve_colour, style_size=style_size,
-                   device=device, precision=precision, channels_last=channels_last, batch_size=batch_size)  # fmt: skip
+                   device=device, precision=precision, channels_last=channels_last, batch_size=batch_size,
+                   copy_model=False)  # fmt: skip
 
     def with_style(self, style: StyleArg, *, strength: float | None = None, preserve_colour: bool | None = None) -> AdaINPipeline:
         """A pipeline with other style images, sharing this one's network."""
