@@ -122,9 +122,9 @@ def gatys(args: argparse.Namespace) -> None:
 
 def adain(args: argparse.Namespace) -> None:
     from brushwork.nn.adain import AdaINNet
-    from brushwork.style.pipelines import AdaINPipeline
     from brushwork.style.adain import adain_release_config
     from brushwork.style.inputs import load_style_image
+    from brushwork.style.pipelines import AdaINPipeline
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -18,12 +18,26 @@ from torch import nn
 from brushwork.inference import Stylizer, load_pipeline
 from brushwork.inference.stylizer import ImageTooSmallError, PipelineKindError
 from brushwork.nn.adain import ENCODER_LAYERS, AdaINDecoder, AdaINNet, adain, mean_std
-from brushwork.style import TRAINING, AdaINModelError, adain_loss, adain_training_step, from_style, learning_rate, lr_factor
+from brushwork.style import (
+    TRAINING,
+    AdaINModelError,
+    adain_loss,
+    adain_training_step,
+    from_style,
+    learning_rate,
+    lr_factor,
+)
 from brushwork.style.adain import load_adain_model, save_adain_release
 from brushwork.style.colour import rgb_to_yiq
 from brushwork.style.pipelines import AdaINPipeline
 from brushwork.style.weights import VGGWeights, load_into
-from tests._style_helpers import kaiming_, no_downloads, one_torch_thread, random_vgg_state, smooth_image
+from tests._style_helpers import (
+    kaiming_,
+    no_downloads,
+    one_torch_thread,
+    random_vgg_state,
+    smooth_image,
+)
 from tests.test_style_vgg import authors_vgg, authors_vgg_state
 
 _ = (one_torch_thread, no_downloads)

