@@ -19,6 +19,7 @@ NAMED = re.compile(r"brushwork ((?:models )?[a-z]+)([^;,()]*)")
 # their own tests). Messages of the inference and metrics libraries reach several commands.
 SHOWN_BY = {
     "cli/stylize.py": {"stylize"},
+    "cli/style_options.py": {"stylize"},
     "cli/evaluate.py": {"evaluate"},
     "cli/compare.py": {"compare"},
     "cli/models.py": {"models list", "models download", "models import"},

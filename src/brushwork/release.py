@@ -24,6 +24,7 @@ from torch import nn
 from brushwork import __version__
 from brushwork.nn.generators import build_generator, generator_multiple
 from brushwork.nn.modes import TEST_MODES, check_test_mode
+from brushwork.nn.style_networks import build_style_network, is_style_network
 from brushwork.registry import RegistryError
 from brushwork.utils.files import atomic_dir
 
@@ -101,11 +102,14 @@ class ReleaseConfig:
 
 
 def build_from_architecture(arch: dict[str, Any], where: str = "architecture") -> nn.Module:
+    """The network ``arch`` names: a style network (AdaIN, :mod:`brushwork.nn.style_networks`) or a generator."""
     kwargs = {k: v for k, v in arch.items() if k != "name"}
     try:
+        if is_style_network(arch["name"]):
+            return build_style_network(arch["name"], **kwargs)
         return build_generator(arch["name"], **kwargs)
     except (RegistryError, TypeError, ValueError) as exc:
-        raise ReleaseError(f"{where}: cannot build generator {arch!r}: {exc}") from None
+        raise ReleaseError(f"{where}: cannot build network {arch!r}: {exc}") from None
 
 
 def save_release(model: nn.Module, out_dir: Path, config: ReleaseConfig, *, extra_files: Mapping[str, str] | None = None) -> Path:

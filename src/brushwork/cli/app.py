@@ -33,6 +33,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from brushwork.metrics import InceptionWeightsError, MetricInputError, MetricUnavailable
     from brushwork.registry import RegistryError
     from brushwork.release import ReleaseError
+    from brushwork.style.adain import AdaINModelError
+    from brushwork.style.inputs import StyleInputError
+    from brushwork.style.weights import VGGWeightsError
     from brushwork.training.compiling import CompileFailedError
     from brushwork.training.trainer import RunFolderError
     from brushwork.utils.device import DeviceError
@@ -41,7 +44,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ConfigError, DatasetError, ImageReadError, ImageWriteError, RegistryError, ReleaseError,
         CheckpointError, RunFolderError, CompileFailedError, InceptionWeightsError, MetricInputError, MetricUnavailable,
         MethodSpecError, ModelSourceError, DownloadError, OutputFolderError, ImageTooSmallError, ImageTooLargeForModeError, DeviceError, PixelLimitError,
-        VideoReadError, VideoWriteError, StableModeError, OnnxError,
+        VideoReadError, VideoWriteError, StableModeError, OnnxError, StyleInputError, AdaINModelError, VGGWeightsError,
     )  # fmt: skip
 
 

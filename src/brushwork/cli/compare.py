@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,23 +31,49 @@ class MethodSpecError(ValueError):
     """A --method value is malformed or repeats a name."""
 
 
+#: option keys of a style method spec (``NAME=style:PATH,...``) besides style: and model:
+STYLE_SPEC_KEYS = ("method", "strength", "mode", "iterations", "preserve-colour")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
     folder: Path | None = None  # outputs made elsewhere
     model: str | None = None  # a brushwork release model run on the fly
+    #: style from example images (gatys, adain, colour), run on the fly: (path, weight) pairs
+    styles: tuple[tuple[str, float], ...] = ()
+    style_method: str | None = None
+    #: the method's options (strength, colour_mode, iterations, preserve_colour)
+    options: tuple[tuple[str, object], ...] = ()
 
     @property
     def source(self) -> str:
+        if self.styles:
+            names = ", ".join(p if w == 1.0 else f"{p}:{w:g}" for p, w in self.styles)
+            extra = "".join(f", {k} {v}" for k, v in self.options)
+            return f"{self.style_method} with style {names}" + (f", model {self.model}" if self.model else "") + extra
         return f"model {self.model}" if self.model is not None else f"folder {self.folder}"
+
+    @property
+    def runs(self) -> bool:
+        """Whether compare makes its outputs now (a model or a style method) rather than reading a folder."""
+        return self.model is not None or bool(self.styles)
 
 
 def parse_method(text: str) -> MethodSpec:
-    """``NAME=DIR`` or ``NAME=model:SOURCE``."""
+    """``NAME=DIR``, ``NAME=model:SOURCE`` or ``NAME=style:PATH[:WEIGHT][,style:...][,model:DECODER][,method:M][,KEY:VALUE]``.
+
+    A style spec's method is ``method:`` or else NAME itself (``gatys=style:painting.jpg``); its
+    options are ``strength:S``, ``mode:reinhard|histogram|mk`` (colour), ``iterations:N`` (gatys)
+    and ``preserve-colour``. Parts are separated by commas, so its paths cannot hold one.
+    """
     name, sep, target = text.partition("=")
     name, target = name.strip(), target.strip()
     if not sep or not name or not target:
-        raise MethodSpecError(f"--method {text!r}: expected NAME=DIR (a folder of outputs) or NAME=model:SOURCE (a brushwork model)")
+        raise MethodSpecError(f"--method {text!r}: expected NAME=DIR (a folder of outputs), NAME=model:SOURCE (a brushwork model) "
+                              "or NAME=style:PAINTING (gatys, adain or colour)")  # fmt: skip
+    if target.startswith("style:"):
+        return _parse_style_spec(text, name, target)
     if target.startswith("model:"):
         model = target[len("model:") :]
         if not model:
@@ -55,25 +82,101 @@ def parse_method(text: str) -> MethodSpec:
     return MethodSpec(name, folder=Path(target))
 
 
-def run_model(spec: MethodSpec, inputs: list[Path], input_root: Path, out_dir: Path, device: str) -> tuple[list[Path], dict[Path, str]]:
-    """Translate every input with a brushwork model into ``out_dir`` as lossless PNG, mirroring the
-    inputs' relative paths as ``brushwork stylize`` does; returns the outputs and the failed inputs."""
-    from brushwork.inference import Stylizer
-    from brushwork.inference.io import InputItem, stylize_files
-    from brushwork.inference.sources import DirectionRequiredError
+def _parse_style_spec(text: str, name: str, target: str) -> MethodSpec:
+    from brushwork.style.inputs import StyleInputError, check_strength, parse_weighted
+    from brushwork.style.pipelines import STYLE_METHODS
 
+    styles: list[tuple[str, float]] = []
+    model: str | None = None
+    found: dict[str, str] = {}
+    for part in (p.strip() for p in target.split(",")):
+        key, colon, value = part.partition(":")
+        key = key.strip()
+        if key == "preserve-colour" and not colon:
+            found[key] = "true"
+            continue
+        if not colon or not value:
+            raise MethodSpecError(f"--method {text!r}: {part!r} is not KEY:VALUE (keys: style, model, {', '.join(STYLE_SPEC_KEYS)})")
+        if key == "style":
+            try:
+                styles.append(parse_weighted(value, f"--method {name}: style"))
+            except StyleInputError as exc:
+                raise MethodSpecError(str(exc)) from None
+        elif key == "model":
+            model = value
+        elif key in STYLE_SPEC_KEYS:
+            found[key] = value
+        else:
+            raise MethodSpecError(f"--method {text!r}: unknown key {key!r}; keys: style, model, {', '.join(STYLE_SPEC_KEYS)}")
+    method = found.pop("method", name)
+    if method not in STYLE_METHODS:
+        raise MethodSpecError(f"--method {text!r}: name the style method with method:{'|'.join(STYLE_METHODS.names())} "
+                              f"(or call the method {' or '.join(STYLE_METHODS.names())})")  # fmt: skip
+    options: dict[str, object] = {}
+    try:
+        if "strength" in found:
+            options["strength"] = check_strength(float(found.pop("strength")))
+        if "iterations" in found:
+            options["iterations"] = int(found.pop("iterations"))
+        if "mode" in found:
+            options["colour_mode"] = found.pop("mode")
+        if found.pop("preserve-colour", None):
+            options["preserve_colour"] = True
+    except (ValueError, StyleInputError) as exc:
+        raise MethodSpecError(f"--method {text!r}: {exc}") from None
+    if method == "adain" and model is None:
+        raise MethodSpecError(f"--method {text!r}: adain needs a trained decoder: add model:RELEASE_FOLDER or model:decoder.pth")
+    if method != "adain" and model is not None:
+        raise MethodSpecError(f"--method {text!r}: {method} takes no model:")
+    return MethodSpec(name, model=model, styles=tuple(styles), style_method=method, options=tuple(options.items()))
+
+
+def check_style_spec(spec: MethodSpec) -> None:
+    """Read the style images of a style spec (and reject option/method mismatches) before any slow work."""
+    from brushwork.style.inputs import StyleInputError, load_styles
+    from brushwork.style.pipelines import STYLE_METHODS
+
+    accepted = set(inspect.signature(STYLE_METHODS.get(spec.style_method or "")).parameters)
+    for key, _ in spec.options:
+        if key not in accepted:
+            raise MethodSpecError(f"--method {spec.name}: {spec.style_method} takes no {key.replace('_', '-')}")
+    try:
+        load_styles(list(spec.styles))
+    except StyleInputError as exc:
+        raise MethodSpecError(f"--method {spec.name}: {exc}") from None
+
+
+def _pipeline(spec: MethodSpec, device: str) -> object:
+    from brushwork.inference import Stylizer
+    from brushwork.inference.sources import DirectionRequiredError
+    from brushwork.style.pipelines import from_style
+
+    if spec.styles:
+        extra: dict[str, object] = {"model": spec.model} if spec.model is not None else {}
+        if spec.style_method != "colour":
+            extra["device"] = device
+        return from_style(list(spec.styles), spec.style_method or "", **extra, **dict(spec.options))
     assert spec.model is not None
     try:
-        stylizer = Stylizer.from_pretrained(spec.model, device=device)
+        return Stylizer.from_pretrained(spec.model, device=device)
     except DirectionRequiredError as exc:
         run = exc.run_dir
         raise MethodSpecError(
             f"--method {spec.name}=model:{spec.model}: {run} is a training run with generators {', '.join(exc.directions)}; "
             f"compare takes one generator: model:{run / 'release' / exc.directions[0]} (brushwork export {run} writes the release folders)"
         ) from None
+
+
+def run_model(spec: MethodSpec, inputs: list[Path], input_root: Path, out_dir: Path, device: str) -> tuple[list[Path], dict[Path, str]]:
+    """Translate every input with a brushwork model (or a style method) into ``out_dir`` as lossless PNG,
+    mirroring the inputs' relative paths as ``brushwork stylize`` does; returns the outputs and the failed inputs."""
+    from brushwork.inference.io import InputItem, stylize_files
+
+    assert spec.runs
+    stylizer = _pipeline(spec, device)
     log.info("running %s on %d inputs -> %s", spec.source, len(inputs), out_dir)
     items = [InputItem(p, p.relative_to(input_root)) for p in inputs]
-    report = stylize_files(stylizer, items, out_dir, fmt="png", overwrite=True)
+    report = stylize_files(stylizer, items, out_dir, fmt="png", overwrite=True)  # type: ignore[arg-type]
     return report.written, dict(report.failed)
 
 
@@ -108,7 +211,7 @@ def check_matching(spec: MethodSpec, inputs: list[Path], input_root: Path, outpu
 @app.command()
 def compare(
     inputs: Annotated[Path, Opt("--inputs", help="Folder of input images (outputs are matched to them by file name).")],
-    method: Annotated[list[str], Opt("--method", "-m", help="NAME=DIR (a folder of outputs from any tool) or NAME=model:SOURCE (a brushwork model folder, run now). Repeatable.")],
+    method: Annotated[list[str], Opt("--method", "-m", help="NAME=DIR (a folder of outputs from any tool), NAME=model:SOURCE (a brushwork model folder, run now) or NAME=style:PAINTING[,model:DECODER][,method:gatys|adain|colour][,strength:S][,mode:M][,iterations:N][,preserve-colour] (style from one example image, run now; NAME gatys, adain or colour names the method). Repeatable.")],
     out: Annotated[Path, Opt("--out", "-o", help="HTML report to write (full-size images go to <name>_files/ beside it).")] = Path("report.html"),
     real: Annotated[Path | None, Opt("--real", help="Real images of the target domain: the reference set for FID and KID.")] = None,
     json_out: Annotated[Path | None, Opt("--json", help="Also write the results as JSON here (default: beside the report).")] = None,
@@ -146,6 +249,9 @@ def compare(
     from brushwork.utils.device import resolve_device
 
     specs = [parse_method(m) for m in method]
+    for spec in specs:
+        if spec.styles:
+            check_style_spec(spec)  # unreadable, tiny, grayscale or transparent style images: fail now
     for folder in {out.parent, (grid or out).parent, (json_out or out).parent}:
         check_output_folder(folder)  # unwritable: fail now, not after the scoring
     seen: set[str] = set()
@@ -180,7 +286,7 @@ def compare(
     with progress_factory(progress) as factory:
         evaluator.progress = factory
         for i, spec in enumerate(specs):
-            if spec.model is not None:
+            if spec.runs:
                 out_dir = assets / f"{i + 1:02d}_{safe_name(spec.name)}"
                 outputs, failed = run_model(spec, input_files, inputs, out_dir, str(evaluator.device))
                 for path, reason in failed.items():  # already logged by the model run

@@ -10,7 +10,7 @@ import typer
 from brushwork.cli.app import app, setup_logging, user_errors
 
 if TYPE_CHECKING:
-    from brushwork.inference import Stylizer
+    from brushwork.inference import ImagePipeline
     from brushwork.inference.io import BatchReport, InputItem
     from brushwork.inference.video import VideoReport
 
@@ -20,7 +20,7 @@ Opt = typer.Option
 @app.command()
 def stylize(
     inputs: Annotated[list[str], typer.Argument(help="Image or video files (mp4, mov, mkv, webm, avi, m4v), folders of images (recursive) or globs (quote them).")],
-    model: Annotated[str, Opt("--model", "-m", help="Release folder, run folder (+ --direction), official .pth, or a published name (brushwork models list).")],
+    model: Annotated[str | None, Opt("--model", "-m", help="Release folder, run folder (+ --direction), official .pth, or a published name (brushwork models list); with --method adain, the AdaIN decoder.")] = None,
     out: Annotated[Path, Opt("--out", "-o", help="Output folder; relative paths and names are kept.")] = Path("stylized"),
     direction: Annotated[str | None, Opt(help="AtoB | BtoA, for a training run folder.")] = None,
     norm: Annotated[str | None, Opt(help="Norm of a .pth generator (default: instance, as published).")] = None,
@@ -41,20 +41,30 @@ def stylize(
     test_mode: Annotated[str | None, Opt("--test-mode", help="eval | train_like: batch norm and dropout at test time (default: the model's; pix2pix: train_like, as its authors test).")] = None,
     seed: Annotated[int, Opt(help="Seed of train_like's dropout noise (0).")] = 0,
     no_progress: Annotated[bool, Opt("--no-progress", help="No progress bar.")] = False,
+    style: Annotated[list[str] | None, Opt("--style", "-s", help="Style image, PATH or PATH:WEIGHT (repeat for a weighted mix with gatys/adain): stylise like it with --method instead of a trained generator.")] = None,
+    method: Annotated[str | None, Opt("--method", help="With --style: adain (needs --model, a trained decoder) | gatys (optimisation, slow) | colour (instant). Default: adain.")] = None,
+    strength: Annotated[float | None, Opt("--strength", help="With --style: 0 (the photo) .. 1 (full style; the default).")] = None,
+    preserve_colour: Annotated[bool, Opt("--preserve-colour", help="With --style and gatys/adain: transfer luminance only, keep the photo's colours.")] = False,
+    iterations: Annotated[int | None, Opt("--iterations", help="Gatys: optimisation iterations at the first (512-pixel) level (default 300; later levels a third).")] = None,
+    colour_mode: Annotated[str | None, Opt("--colour-mode", help="Colour transfer: reinhard (default) | histogram | mk.")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v")] = False,
 ) -> None:
-    """Stylise images and videos with a trained or published generator.
+    """Stylise images and videos with a trained or published generator, or like one style image (--style).
 
     Videos keep their name, container, frame timing, rotation and audio. Failed files are listed
     at the end and make the exit status 1; the others are still written.
     """
     setup_logging(verbose)
+    from brushwork.cli.style_options import build_style_pipeline, check_style_options
     from brushwork.inference import Stylizer
     from brushwork.inference.io import collect_inputs, output_suffix
     from brushwork.inference.sources import DirectionRequiredError, ModelSourceError
-    from brushwork.inference.stylizer import MIN_SIDE
+    from brushwork.inference.stylizer import MIN_SIDE, PipelineKindError
     from brushwork.inference.temporal import TEMPORAL_MODES
     from brushwork.inference.video import is_video_file, resolve_codec
+
+    check_style_options(style=style, method=method, model=model, strength=strength, preserve_colour=preserve_colour,
+                        iterations=iterations, colour_mode=colour_mode)  # fmt: skip
 
     if fmt is not None:
         try:
@@ -80,18 +90,28 @@ def stylize(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--video-codec/--crf") from None
     try:
-        stylizer = Stylizer.from_pretrained(
-            model, direction=direction, norm=norm, device=device, precision=precision, batch_size=batch_size,
-            tile_size=tile_size, memory_budget=int(memory_gb * (1 << 30)) if memory_gb else None,
-            test_mode=test_mode, seed=seed,
-        )
+        if style:
+            stylizer = build_style_pipeline(style=style, method=method, model=model, strength=strength, preserve_colour=preserve_colour,
+                                            iterations=iterations, colour_mode=colour_mode, device=device, precision=precision,
+                                            batch_size=batch_size)  # fmt: skip
+        else:
+            assert model is not None  # check_style_options
+            stylizer = Stylizer.from_pretrained(
+                model, direction=direction, norm=norm, device=device, precision=precision, batch_size=batch_size,
+                tile_size=tile_size, memory_budget=int(memory_gb * (1 << 30)) if memory_gb else None,
+                test_mode=test_mode, seed=seed,
+            )
     except DirectionRequiredError as exc:
         raise ModelSourceError(f"{exc} (use --direction {'|'.join(exc.directions)})") from None
+    except PipelineKindError as exc:
+        if exc.pipeline == "reference-style":
+            raise ModelSourceError(f"{model} is an AdaIN model: give a style image, --style PAINTING --method adain --model {model}") from None
+        raise
     except ValueError as exc:
         if isinstance(exc, user_errors()):
             raise
         raise typer.BadParameter(str(exc)) from None  # device / precision / batch size
-    typer.echo(f"model: {stylizer.describe()}", err=True)
+    typer.echo(f"{'method' if style else 'model'}: {stylizer.describe()}", err=True)
     report = _run_with_progress(stylizer, items, out, fmt=fmt, size=size, pair=side_by_side, overwrite=overwrite,
                                 show=not no_progress)
     report.failed[:0] = [(path, f"{path}: {reason}") for path, reason in missing]
@@ -128,7 +148,7 @@ def stylize(
         raise typer.Exit(1)
 
 
-def _run_with_progress(stylizer: Stylizer, items: list[InputItem], out: Path, *, fmt: str | None, size: int | None,
+def _run_with_progress(stylizer: ImagePipeline, items: list[InputItem], out: Path, *, fmt: str | None, size: int | None,
                        pair: bool, overwrite: bool, show: bool) -> BatchReport:
     from rich.progress import (
         BarColumn,
@@ -145,6 +165,9 @@ def _run_with_progress(stylizer: Stylizer, items: list[InputItem], out: Path, *,
     columns = (TextColumn("stylising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("", total=len(items))
+        if hasattr(stylizer, "progress"):  # Gatys: a bar of optimisation iterations for the image at hand
+            steps = bar.add_task("iterations", total=None)
+            stylizer.progress = lambda done, total: bar.update(steps, completed=done, total=total)
 
         def advance(item: InputItem, status: str) -> None:
             bar.update(task, advance=1, description=item.path.name)
@@ -152,7 +175,7 @@ def _run_with_progress(stylizer: Stylizer, items: list[InputItem], out: Path, *,
         return stylize_files(stylizer, items, out, fmt=fmt, size=size, pair=pair, overwrite=overwrite, progress=advance)
 
 
-def _run_videos(stylizer: Stylizer, items: list[InputItem], out: Path, *, overwrite: bool, show: bool,
+def _run_videos(stylizer: ImagePipeline, items: list[InputItem], out: Path, *, overwrite: bool, show: bool,
                 **options: object) -> tuple[BatchReport, list[VideoReport]]:
     """Stylise the videos one after the other, with a progress bar in frames for each."""
     from rich.progress import (

@@ -225,4 +225,5 @@ def load_pipeline(source: str | Path, *, direction: str | None = None, norm: str
 def _import_builtin_pipelines() -> None:
     """Importing the implementations registers them (kept lazy: each pulls in its own dependencies)."""
     import brushwork.inference.sampler
-    import brushwork.inference.stylizer  # noqa: F401
+    import brushwork.inference.stylizer
+    import brushwork.style.pipelines  # noqa: F401

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from brushwork.data.transforms import unit_to_uint8
 from brushwork.inference.pipeline import ImagePipeline, register_pipeline
+from brushwork.inference.sources import ModelSourceError
 from brushwork.inference.tiling import TiledRunner, TileForward, frozen_forward, to_unit
 from brushwork.nn.modes import apply_test_mode, check_test_mode
 from brushwork.release import ReleaseConfig
@@ -55,6 +56,14 @@ class ImageTooSmallError(ValueError):
 
 class ImageTooLargeForModeError(ValueError):
     """An image would need tiling, which the model's test mode does not allow."""
+
+
+class PipelineKindError(ModelSourceError):
+    """A model source is of another pipeline kind than asked for; ``pipeline`` names its kind."""
+
+    def __init__(self, message: str, pipeline: str) -> None:
+        super().__init__(message)
+        self.pipeline = pipeline
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -273,7 +282,7 @@ class Stylizer(ImagePipeline):
         extra option: ``threads``).
         """
         from brushwork.inference.onnx import is_onnx_source, load_onnx, split_options
-        from brushwork.inference.sources import ModelSourceError, load_source
+        from brushwork.inference.sources import load_source
 
         if is_onnx_source(source):
             backend_options, kwargs = split_options(kwargs)
@@ -281,11 +290,24 @@ class Stylizer(ImagePipeline):
             return cls(backend, config, **kwargs)
         model, config = load_source(source, direction=direction, norm=norm, checkpoint=checkpoint, download=download)
         if config.pipeline != cls.kind:
-            raise ModelSourceError(
+            hints = {"noise-sampler": " or run: brushwork generate",
+                     "reference-style": " with style=..., or Stylizer.from_style(style, method='adain', model=...)"}  # fmt: skip
+            raise PipelineKindError(
                 f"{source} is a {config.pipeline} model, not an image-to-image generator; load it with "
-                "brushwork.inference.load_pipeline" + (" or run: brushwork generate" if config.pipeline == "noise-sampler" else "")
+                "brushwork.inference.load_pipeline" + hints.get(config.pipeline, ""), config.pipeline
             )
         return cls(model, config, copy_model=False, **kwargs)
+
+    @classmethod
+    def from_style(cls, style: Any, method: str = "adain", **options: Any) -> ImagePipeline:
+        """Style from one example image, without a trained generator: Gatys, AdaIN or colour transfer.
+
+        A thin door to :func:`brushwork.style.pipelines.from_style` (see there for the options);
+        the pipeline it returns is an :class:`ImagePipeline` like this one, not a ``Stylizer``.
+        """
+        from brushwork.style.pipelines import from_style
+
+        return from_style(style, method, **options)
 
     @classmethod
     def from_model(cls, model: nn.Module | Backend, config: ReleaseConfig, **kwargs: Any) -> Stylizer:
