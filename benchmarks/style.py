@@ -44,8 +44,9 @@ def load(rel: str, side: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, load {os.getloadavg()[0]:.1f}"
+def machine(threads: int | None = None) -> str:
+    threads = torch.get_num_threads() if threads is None else threads
+    return f"{platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}, load {os.getloadavg()[0]:.1f}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,10 +92,10 @@ def gatys(args: argparse.Namespace) -> None:
             print(f"  {variant}: {record['seconds']:.1f} s for {len(record['stamps'])} iterations, "
                   f"peak RSS {record['peak_rss_mb']:.0f} MB, loss {record['history'][-1]['total']:.4f}", flush=True)  # fmt: skip
     reference = runs[args.variants[0]]
-    at = min(args.target_at, len(reference[0]["history"])) - 1
+    at = min(args.target_at, len(reference[0]["history"]) - 1)  # history[i]: the image after i steps
     target = statistics.median(r["history"][at]["total"] for r in reference)
-    print(f"Gatys {args.size}x{args.size}, levels {reference[0]['levels']}, VGG-19: {reference[0]['source']}; {machine()}")
-    print(f"target loss: {target:.4f} (the median {args.variants[0]} loss after {at + 1} iterations)")
+    print(f"Gatys {args.size}x{args.size}, levels {reference[0]['levels']}, VGG-19: {reference[0]['source']}; {machine(args.threads)}")
+    print(f"target loss: {target:.4f} (the median {args.variants[0]} loss after {at} iterations)")
     summary = {}
     for variant, records in runs.items():
         per_iter = statistics.median(statistics.median(np.diff([0.0, *r["stamps"]]).tolist()) for r in records)
@@ -204,8 +205,10 @@ def page(args: argparse.Namespace) -> None:
             canvas.paste(img, (gap + j * (side + gap), label + gap + i * (side + gap)))
     from brushwork.utils.files import atomic_path
 
+    small = canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)  # a small file
     with atomic_path(args.out) as tmp:
-        canvas.save(tmp, format="PNG", optimize=True)
+        small.save(tmp, format="PNG", optimize=True)
+    args.out.chmod(0o644)
     print(f"wrote {args.out} (VGG-19: {source})")
 
 
@@ -218,7 +221,7 @@ def main() -> None:
     g.add_argument("--bf16-iterations", type=int, default=5, help="bf16 runs stop here (emulated bf16 is slow on AVX2)")
     g.add_argument("--refine", type=int, default=None)
     g.add_argument("--first-side", type=int, default=512)
-    g.add_argument("--target-at", type=int, default=40)
+    g.add_argument("--target-at", type=int, default=30, help="the target loss is the first variant's after this many iterations")
     g.add_argument("--rounds", type=int, default=2)
     g.add_argument("--variants", nargs="+", default=["fp32", "fp32-cl", "bf16"], choices=list(VARIANTS))
     g.add_argument("--threads", type=int, default=torch.get_num_threads())

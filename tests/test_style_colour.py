@@ -162,3 +162,15 @@ def test_histogram_paths_equal_the_definition(on_grid: bool) -> None:
     expected = np.interp(quantile, (np.arange(ref.size) + 0.5) / ref.size, np.sort(ref))[inverse]
     got = match_channel(torch.from_numpy(x), torch.from_numpy(ref)).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-12, rtol=0)
+
+
+def test_stylizer_from_style_and_method_names() -> None:
+    from brushwork.inference import Stylizer
+    from brushwork.registry import RegistryError
+    from brushwork.style import ColourTransferPipeline
+
+    painting = Image.fromarray(smooth_image(20, 20, seed=9))
+    pipe = Stylizer.from_style(painting, method="colour", colour_mode="histogram")
+    assert isinstance(pipe, ColourTransferPipeline) and pipe.kind == "colour-transfer" and "histogram" in pipe.describe()
+    with pytest.raises(RegistryError, match="adain, colour, gatys"):
+        Stylizer.from_style(painting, method="cezanne")

@@ -97,6 +97,7 @@ def test_level_sizes_go_coarse_to_fine() -> None:
     assert level_sizes(1500, 2000, None) == [(1500, 2000)]
     assert level_sizes(600, 1024, 512) == [(300, 512), (600, 1024)]
     assert level_sizes(40, 400, 128) == [(26, 256), (40, 400)]  # a level whose short side is under 16 is skipped
+    assert level_sizes(1500, 2000, 512, max_side=1200) == [(384, 512), (768, 1024), (900, 1200)]
 
 
 def test_weighted_styles_mix_their_gram_matrices(vgg: VGG19Features) -> None:
@@ -139,6 +140,8 @@ def test_coarse_to_fine_levels_and_iterations(vgg: VGG19Features) -> None:
     assert [h["level"] for h in result.history] == [0, 0, 0, 1, 1, 2, 2]
     assert seen[-1] == (7, 7)
     assert GatysSettings(iterations=30).level_iterations(1) == 10
+    capped = gatys_transfer(photo, [(painting, 1.0)], vgg, GatysSettings(iterations=1, refine_iterations=1, first_side=24, max_side=32))
+    assert capped.levels == [(18, 24), (24, 32)] and capped.image.shape == (3, 48, 64)  # upsampled to the photo
 
 
 def test_bf16_autocast_and_channels_last_paths_run(vgg: VGG19Features) -> None:

@@ -41,7 +41,7 @@ def stylize(
     test_mode: Annotated[str | None, Opt("--test-mode", help="eval | train_like: batch norm and dropout at test time (default: the model's; pix2pix: train_like, as its authors test).")] = None,
     seed: Annotated[int, Opt(help="Seed of train_like's dropout noise (0).")] = 0,
     no_progress: Annotated[bool, Opt("--no-progress", help="No progress bar.")] = False,
-    style: Annotated[list[str] | None, Opt("--style", "-s", help="Style image, PATH or PATH:WEIGHT (repeat for a weighted mix with gatys/adain): stylise like it with --method instead of a trained generator.")] = None,
+    style: Annotated[list[str] | None, Opt("--style", help="Style image, PATH or PATH:WEIGHT (repeat for a weighted mix with gatys/adain): stylise like it with --method instead of a trained generator.")] = None,
     method: Annotated[str | None, Opt("--method", help="With --style: adain (needs --model, a trained decoder) | gatys (optimisation, slow) | colour (instant). Default: adain.")] = None,
     strength: Annotated[float | None, Opt("--strength", help="With --style: 0 (the photo) .. 1 (full style; the default).")] = None,
     preserve_colour: Annotated[bool, Opt("--preserve-colour", help="With --style and gatys/adain: transfer luminance only, keep the photo's colours.")] = False,

