@@ -32,6 +32,8 @@ _ = cli_fixture
 # Small settings per method: a few steps take well under a second each. A method's entry may
 # have a "data" section too, which replaces those keys of tiny_config's data settings.
 TINY: dict[str, dict[str, dict[str, object]]] = {
+    # the authors' decoder has no width setting; a random encoder tests the mechanics
+    "adain": {"model": {"encoder_weights": "random"}},
     "cyclegan": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8}},
     # the anti-aliased resnet_2blocks has modules 0..24; 0,4,8,12 = padded input, both down convs, block 1
     "cut": {"model": {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "netf_nc": 16},

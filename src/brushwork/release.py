@@ -140,12 +140,15 @@ def save_release(model: nn.Module, out_dir: Path, config: ReleaseConfig, *, extr
 
 
 def release_config_for(arch: dict[str, Any], *, direction: str, source: str, target: str, train_size: int,
-                       provenance: dict[str, Any], pipeline: str = "image-to-image", test_mode: str = "eval") -> ReleaseConfig:
+                       provenance: dict[str, Any], pipeline: str = "image-to-image", test_mode: str = "eval",
+                       input_range: tuple[float, float] = (-1.0, 1.0), size_multiple: int | None = None) -> ReleaseConfig:
+    """The config of a release of a trained network; ``size_multiple`` None: what the generator ``arch`` names needs."""
+    multiple = generator_multiple(arch["name"]) if size_multiple is None else size_multiple
     return ReleaseConfig(
         architecture=arch,
         pipeline=pipeline,
         test_mode=test_mode,
-        preprocessing=Preprocessing(size_multiple=generator_multiple(arch["name"]), train_size=train_size),
+        preprocessing=Preprocessing(input_range=input_range, size_multiple=multiple, train_size=train_size),
         direction=direction,
         source_domain=source,
         target_domain=target,

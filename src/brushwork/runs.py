@@ -13,8 +13,7 @@ from torch import nn
 
 from brushwork.checkpoints import CheckpointError, find_resume_checkpoint, load_checkpoint
 from brushwork.config import TrainConfig, load_yaml
-from brushwork.nn.modes import authors_test_mode
-from brushwork.release import ReleaseConfig, build_from_architecture, release_config_for
+from brushwork.release import ReleaseConfig, build_from_architecture
 
 RUN_CONFIG = "config.yaml"
 
@@ -32,7 +31,8 @@ def load_run_generator(run_dir: Path, direction: str | None, checkpoint: Path | 
     from brushwork.methods import build_method
 
     config = load_run_config(run_dir)
-    specs = build_method(config).release_specs()
+    method = build_method(config)
+    specs = method.release_specs()
     if direction is None and len(specs) == 1:
         direction = next(iter(specs))
     if direction is None or direction not in specs:
@@ -41,14 +41,14 @@ def load_run_generator(run_dir: Path, direction: str | None, checkpoint: Path | 
     spec = specs[direction]
     path = find_resume_checkpoint(run_dir, checkpoint or "latest")
     state = load_checkpoint(path)
+    states = {**(state.get("frozen") or {}), **state.get("networks", {})}
     model = build_from_architecture(spec.architecture, str(run_dir))
     try:
-        model.load_state_dict(state["networks"][spec.network], strict=True)
+        model.load_state_dict(method.release_state(direction, states), strict=True)
     except (KeyError, RuntimeError) as exc:
         raise ModelSourceError(f"{path}: no usable weights for network {spec.network!r} ({exc})") from None
-    release = release_config_for(
-        spec.architecture, direction=direction, source=spec.source_domain or "noise", target=spec.target_domain,
-        train_size=config.data.crop_size, pipeline=spec.pipeline, test_mode=authors_test_mode(spec.architecture),
-        provenance={"run": str(run_dir), "checkpoint": path.name, "step": state.get("step")},
-    )
+    if "method_state" in state:
+        method.load_extra_state(state["method_state"])
+    release = spec.release_config(direction, train_size=config.data.crop_size, provenance={
+        "run": str(run_dir), "checkpoint": path.name, "step": state.get("step"), **method.release_provenance()})
     return model.eval(), release

@@ -11,6 +11,6 @@ from brushwork.methods.base import (
 )
 
 # Importing registers the built-in methods.
-from brushwork.methods import cut, cyclegan, dcgan, pix2pix  # noqa: F401  isort: skip
+from brushwork.methods import adain, cut, cyclegan, dcgan, pix2pix  # noqa: F401  isort: skip
 
 __all__ = ["METHODS", "Method", "MethodSpec", "Phase", "ReleaseSpec", "build_method", "method_spec"]

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
+from brushwork.nn.modes import authors_test_mode
 from brushwork.registry import Registry
+from brushwork.release import ReleaseConfig, release_config_for
 
 if TYPE_CHECKING:
     from brushwork.config import TrainConfig
@@ -57,6 +59,19 @@ class ReleaseSpec:
     source_domain: str | None
     target_domain: str
     pipeline: str = "image-to-image"
+    #: the pixel range the released network takes and returns
+    input_range: tuple[float, float] = (-1.0, 1.0)
+    #: input sides must be a multiple of this (None: what the generator named in ``architecture`` needs)
+    size_multiple: int | None = None
+
+    def release_config(self, direction: str, *, train_size: int, provenance: dict[str, Any]) -> ReleaseConfig:
+        """The ``config.json`` of this generator's release folder."""
+        return release_config_for(
+            self.architecture, direction=direction, source=self.source_domain or "noise", target=self.target_domain,
+            train_size=train_size, pipeline=self.pipeline, input_range=self.input_range, size_multiple=self.size_multiple,
+            test_mode=authors_test_mode(self.architecture),  # pix2pix: the authors' train-mode test (brushwork.nn.modes)
+            provenance=provenance,
+        )  # fmt: skip
 
 
 class Method(ABC):
@@ -88,8 +103,33 @@ class Method(ABC):
     def visuals(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Images for a sample grid, each (N, 3, H, W) in [-1, 1], in display order."""
 
+    def frozen_networks(self) -> Mapping[str, nn.Module]:
+        """Networks the method runs but never trains (AdaIN's VGG encoder), keyed by name.
+
+        The trainer moves them to the device and memory format with the others, keeps them in
+        eval mode without gradients (a loss still back-propagates *through* them), never wraps
+        them in DDP or compiles them, and keeps their weights in checkpoints, so that a resume or
+        an export uses exactly the weights the run was trained with.
+        """
+        return {}
+
     def release_specs(self) -> dict[str, ReleaseSpec]:
         """Generators worth releasing for inference, keyed by release name (``AtoB``, ``generator``)."""
+        return {}
+
+    def release_state(self, name: str, states: Mapping[str, Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        """The state dict of release ``name``'s network (built from its spec's ``architecture``).
+
+        ``states`` holds the state dict of every network and frozen network by name, from the
+        live method or from a checkpoint. By default the release is the spec's network as it is;
+        a method whose released network combines several (AdaIN: encoder + decoder) overrides this.
+        """
+        return dict(states[self.release_specs()[name].network])
+
+    def release_provenance(self) -> dict[str, Any]:
+        """What a release records of the method's state besides the run's config (AdaIN: the
+        source of its encoder's weights). Called after :meth:`load_extra_state` when exporting
+        from a checkpoint."""
         return {}
 
     def extra_state(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from brushwork import __version__
 from brushwork.nn.adain import ENCODER_LAYERS, AdaINDecoder, AdaINNet, adain, mean_std
 from brushwork.nn.vgg import VGG19Features
 from brushwork.release import CONFIG_NAME, Preprocessing, ReleaseConfig, load_release, save_release
+from brushwork.runs import RUN_CONFIG
 from brushwork.style.weights import VGGWeights, load_into, load_vgg19_weights, read_weights_file
 
 log = logging.getLogger(__name__)
@@ -207,13 +208,19 @@ def _authors_encoder(decoder_path: Path, encoder: str | Path | None) -> tuple[Pa
 
 
 def load_adain_model(source: str | Path, *, encoder: str | Path | None = None) -> tuple[AdaINNet, ReleaseConfig]:
-    """An AdaIN network from a brushwork release folder, or from the authors' ``decoder.pth`` with
+    """An AdaIN network from a brushwork release folder or training run, or from the authors' ``decoder.pth`` with
     their ``vgg_normalised.pth`` (``encoder``, default: beside the decoder)."""
     path = Path(source).expanduser()
     if path.is_dir():
-        if not (path / CONFIG_NAME).is_file():
-            raise AdaINModelError(f"{path} is not a release folder (no {CONFIG_NAME}); an AdaIN model is a release folder or a decoder.pth")
-        model, config = load_release(path)
+        if not (path / CONFIG_NAME).is_file() and (path / RUN_CONFIG).is_file():  # a training run (--method adain)
+            from brushwork.runs import load_run_generator
+
+            model, config = load_run_generator(path, None)
+        elif not (path / CONFIG_NAME).is_file():
+            raise AdaINModelError(f"{path} is not a release folder (no {CONFIG_NAME}); an AdaIN model is a release folder, "
+                                  "a training run of --method adain or a decoder.pth")  # fmt: skip
+        else:
+            model, config = load_release(path)
         if config.pipeline != PIPELINE_KIND or not isinstance(model, AdaINNet):
             raise AdaINModelError(f"{path} is a {config.pipeline} model ({config.architecture['name']}), not an AdaIN decoder")
         return model, config

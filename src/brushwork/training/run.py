@@ -14,7 +14,13 @@ from brushwork.data.builders import build_training_data
 from brushwork.methods import build_method, method_spec
 from brushwork.runs import load_run_config
 from brushwork.training.distributed import Distributed, init_distributed, rank_seed, shutdown
-from brushwork.training.trainer import Trainer, TrainerHook, TrainResult, _unwrap, export_releases
+from brushwork.training.trainer import (
+    Trainer,
+    TrainerHook,
+    TrainResult,
+    export_releases,
+    load_method_weights,
+)
 from brushwork.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
@@ -63,7 +69,7 @@ def export_run(run_dir: Path, *, checkpoint: Path | None = None, out: Path | Non
     path = find_resume_checkpoint(run_dir, checkpoint or "latest")
     state = load_checkpoint(path, pick_flag="--checkpoint")
     method = build_method(config)
-    for name, net in method.networks.items():
-        _unwrap(net).load_state_dict(state["networks"][name])
+    load_method_weights(method, state, str(path), exact=False)
+    method.load_extra_state(state["method_state"])
     out_root = out if out is not None else run_dir / "release"
     return export_releases(method, config, out_root, step=int(state["step"]), run_dir=run_dir)

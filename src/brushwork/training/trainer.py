@@ -42,8 +42,7 @@ from brushwork.config import TrainConfig
 from brushwork.data.builders import TrainingData
 from brushwork.methods.base import Method
 from brushwork.nn.conv import gemm_weight_grad
-from brushwork.nn.modes import authors_test_mode
-from brushwork.release import release_config_for, save_release
+from brushwork.release import build_from_architecture, save_release
 from brushwork.training.compiling import CompilePlan, compile_errors, compile_network, plan_compile
 from brushwork.training.distributed import SINGLE, Distributed
 from brushwork.training.logger import MetricLogger
@@ -132,11 +131,12 @@ class Trainer:
         self.resume = resume
         check_settings(device, config.run.precision, config.run.channels_last, config.run.gemm_weight_grad)  # before any file is written
         self.phases = method.phases()
-        method.networks.to(device=device)
         # Chosen with torch.compile, before the first step (_prepare_speed).
         self.speed = SpeedSetting("fp32", channels_last=False)
         self.autocast_dtype = torch.float32
         self.memory_format = torch.contiguous_format
+        method.networks.to(device=device)
+        self._place_frozen()
         # Built by _setup() from the first batch, once the method has made all its networks.
         self.optimizers: dict[str, Optimizer] = {}
         self.schedulers: dict[str, Scheduler] = {}
@@ -168,6 +168,7 @@ class Trainer:
             return
         self.method.setup({k: v.to(self.device) for k, v in batch.items()})
         self.method.networks.to(device=self.device)
+        self._place_frozen()
         if self.dist.enabled and self.config.run.sync_bn:
             self._convert_sync_bn()
         self._eager_networks = dict(self.method.networks.items())
@@ -184,6 +185,11 @@ class Trainer:
                 foreach=None if fused else True,
             )
             self.schedulers[phase.name] = build_scheduler(self.optimizers[phase.name], optim)
+
+    def _place_frozen(self) -> None:
+        """The method's frozen networks: on the device, in the run's memory format, eval, no gradients."""
+        for net in self.method.frozen_networks().values():
+            net.to(device=self.device, memory_format=self.memory_format).eval().requires_grad_(False)
 
     def _convert_sync_bn(self) -> None:
         """--sync-bn: batch norm layers become SyncBatchNorm (same parameters: the optimisers are unaffected)."""
@@ -242,6 +248,7 @@ class Trainer:
             self.autocast_dtype = self.speed.dtype
             self.memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
             self.method.networks.to(memory_format=self.memory_format)
+            self._place_frozen()
             for name, net in self._eager_networks.items():
                 wrapped = self.dist.wrap(net)  # DDP under torchrun, else net itself
                 self.method.networks[name] = compile_network(wrapped) if plan.enabled else wrapped
@@ -271,6 +278,7 @@ class Trainer:
         every = self.dist.gather(mine)
         return {
             "networks": {k: _unwrap(v).state_dict() for k, v in self.method.networks.items()},
+            "frozen": {k: v.state_dict() for k, v in self.method.frozen_networks().items()},
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
@@ -287,17 +295,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], where: str) -> None:
-        nets = state["networks"]
-        if set(nets) != set(self.method.networks.keys()):
-            raise CheckpointError(f"{where}: holds networks {sorted(nets)}, this method has {sorted(self.method.networks.keys())}")
-        for name, net in self.method.networks.items():
-            try:
-                _unwrap(net).load_state_dict(nets[name])
-            except RuntimeError as exc:
-                raise CheckpointError(
-                    f"{where}: network {name} does not match the configured architecture ({str(exc).splitlines()[0]}); "
-                    "resume with the run's own config.yaml"
-                ) from None
+        load_method_weights(self.method, state, where)
+        self._place_frozen()
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
             _match_layouts(opt)
@@ -626,6 +625,46 @@ class Trainer:
         return export_releases(self.method, self.config, self.release_dir, step=self.step, run_dir=self.run_dir)
 
 
+def load_method_weights(method: Method, state: Mapping[str, Any], where: str, *, exact: bool = True) -> None:
+    """Load a checkpoint's networks (and frozen networks) into ``method``, strictly, or say what differs.
+
+    ``exact``: the checkpoint must hold exactly the method's networks (a resume). Otherwise it
+    must hold at least them (an export, from a method that has not run :meth:`Method.setup`:
+    CUT's head is in the checkpoint, not in the method).
+    """
+    groups = (("networks", {k: _unwrap(v) for k, v in method.networks.items()}), ("frozen", dict(method.frozen_networks())))
+    for key, modules in groups:
+        saved = state.get(key) or {}  # checkpoints before frozen networks existed have no "frozen"
+        if (set(saved) != set(modules)) if exact else not set(modules) <= set(saved):
+            raise CheckpointError(f"{where}: holds {key} {sorted(saved)}, this method has {sorted(modules)}")
+        for name, net in modules.items():
+            try:
+                net.load_state_dict(saved[name])
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"{where}: network {name} does not match the configured architecture ({str(exc).splitlines()[0]}); "
+                    "resume with the run's own config.yaml"
+                ) from None
+
+
+def method_states(method: Method) -> dict[str, dict[str, Tensor]]:
+    """The state dict of every network and frozen network of ``method``, by name (for :meth:`Method.release_state`)."""
+    nets = {**{k: _unwrap(v) for k, v in method.networks.items()}, **method.frozen_networks()}
+    return {k: v.state_dict() for k, v in nets.items()}
+
+
+def release_network(method: Method, name: str, states: Mapping[str, Mapping[str, Tensor]], where: str) -> nn.Module:
+    """Release ``name``'s network rebuilt from its spec's architecture with the method's weights, in eval mode.
+
+    Rebuilding (rather than saving the trained module) proves that the release folder rebuilds
+    the network it holds.
+    """
+    spec = method.release_specs()[name]
+    net = build_from_architecture(spec.architecture, where)
+    net.load_state_dict(method.release_state(name, states), strict=True)
+    return net.eval()
+
+
 def export_releases(
     method: Method, config: TrainConfig, out_root: Path, *, step: int, run_dir: Path, directions: Collection[str] | None = None,
     extra_files: Mapping[str, str] | None = None,
@@ -635,21 +674,14 @@ def export_releases(
     ``extra_files`` (name -> text) are written into each folder with the release, atomically.
     """
     out: dict[str, Path] = {}
+    states = method_states(method)
     for direction, spec in method.release_specs().items():
         if directions is not None and direction not in directions:
             continue
-        net = _unwrap(method.networks[spec.network])
-        release = release_config_for(
-            spec.architecture,
-            direction=direction,
-            source=spec.source_domain or "noise",
-            target=spec.target_domain,
-            train_size=config.data.crop_size,
-            pipeline=spec.pipeline,
-            test_mode=authors_test_mode(spec.architecture),  # pix2pix: the authors' train-mode test (brushwork.nn.modes)
-            provenance={"method": config.method, "step": step, "run": str(run_dir), "data": config.data.root
-                        or f"{config.data.dir_a} | {config.data.dir_b}"},
-        )
+        net = release_network(method, direction, states, f"release {direction}")
+        release = spec.release_config(direction, train_size=config.data.crop_size, provenance={
+            "method": config.method, "step": step, "run": str(run_dir),
+            "data": config.data.root or f"{config.data.dir_a} | {config.data.dir_b}", **method.release_provenance()})
         out[direction] = save_release(net, out_root / direction, release, extra_files=extra_files)
     return out
 
