@@ -113,6 +113,14 @@ def test_run_folder_checkpoint_and_release_hold_the_encoder_it_trained_with(tmp_
     pipeline = load_pipeline(release, device="cpu", precision="fp32", style=Image.open(style))
     assert pipeline.kind == "reference-style"
 
+    # the run folder in a comparison report: the same pixels as stylize wrote
+    report = tmp_path / "report" / "r.html"
+    code, _, err = cli(["compare", "--inputs", str(data / "testA"), "--metrics", "ssim", "--out", str(report), "--no-progress",
+                        "--device", "cpu", "--method", f"adain=style:{style},model:{tmp_path / 'run'}"])  # fmt: skip
+    assert code == 0, err
+    shown = report.parent / "r_files" / "01_adain" / "img_000.png"
+    assert (Image.open(shown).convert("RGB").tobytes() == Image.open(tmp_path / "out0" / "img_000.png").convert("RGB").tobytes())
+
     # without a style image the model says what it needs
     code, _, err = cli(["stylize", str(photo), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "none")])
     assert code == 2 and "--style" in err and not (tmp_path / "none").exists()
