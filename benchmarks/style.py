@@ -4,7 +4,7 @@
     PYTHONPATH=src python benchmarks/style.py gatys --size 1024 --first-side 512 --iterations 40 --variants fp32
     PYTHONPATH=src python benchmarks/style.py adain --sizes 512 1024
     PYTHONPATH=src python benchmarks/style.py colour --sizes 1024 2048
-    PYTHONPATH=src python benchmarks/style.py page --out docs/example-style.png
+    PYTHONPATH=src python benchmarks/style.py page --out docs/example-style.png --adain runs/adain-small
 
 Each Gatys variant runs in a child process of its own, so that its peak resident memory
 (``ru_maxrss``) is its own; variants alternate round by round (fp32, channels_last, bf16, fp32,
@@ -176,6 +176,11 @@ def colour(args: argparse.Namespace) -> None:
 # The side-by-side page
 
 
+def cell_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return image.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+
+
 def page(args: argparse.Namespace) -> None:
     from brushwork.style.colour import transfer_colour
     from brushwork.style.gatys import GatysSettings, gatys_transfer
@@ -188,6 +193,12 @@ def page(args: argparse.Namespace) -> None:
              ("testB/2014-08-01 22_38_22.jpg", "trainA/00020.jpg")]  # fmt: skip
     side, gap, label = args.side, 4, 20
     headers = ["photo", "painting (style)", "colour: reinhard", "colour: mk", f"gatys ({args.iterations} L-BFGS)"]
+    adain_net = None
+    if args.adain is not None:  # a trained decoder: a run or release folder of --method adain
+        from brushwork.style.adain import load_adain_model
+
+        adain_net, adain_config = load_adain_model(args.adain)
+        headers.append(f"adain ({adain_config.provenance.get('step', '?')} it.)")
     canvas = Image.new("RGB", (len(headers) * (side + gap) + gap, label + len(pairs) * (side + gap) + gap), "white")
     from PIL import ImageDraw
 
@@ -200,8 +211,16 @@ def page(args: argparse.Namespace) -> None:
         painted = gatys_transfer(photo, [(painting, 1.0)], vgg, settings).image
         print(f"{photo_rel} + {style_rel}: gatys {time.perf_counter() - t:.0f} s", flush=True)
         cells = [photo, painting, transfer_colour(photo, painting, "reinhard"), transfer_colour(photo, painting, "mk"), painted]
+        if adain_net is not None:
+            from brushwork.style.inputs import load_styles
+            from brushwork.style.pipelines import AdaINPipeline
+
+            # the style at the photo's size, as Gatys gets it (the pipeline's default would scale it to 512)
+            pipe = AdaINPipeline(adain_net, adain_config, load_styles(Image.fromarray(cell_uint8(painting))), style_size=side, device="cpu",
+                                 precision="fp32")  # fmt: skip
+            cells.append(pipe(photo))
         for j, cell in enumerate(cells):
-            img = Image.fromarray(cell.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
+            img = Image.fromarray(cell_uint8(cell))
             canvas.paste(img, (gap + j * (side + gap), label + gap + i * (side + gap)))
     from brushwork.utils.files import atomic_path
 
@@ -247,6 +266,7 @@ def main() -> None:
     p.add_argument("--side", type=int, default=192)
     p.add_argument("--iterations", type=int, default=150)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--adain", type=Path, default=None, help="a trained AdaIN decoder (a run or release folder of --method adain): adds its column")
     args = parser.parse_args()
     {"gatys": gatys, "gatys-child": gatys_child, "adain": adain, "colour": colour, "page": page}[args.command](args)
 

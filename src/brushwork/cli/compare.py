@@ -125,7 +125,7 @@ def _parse_style_spec(text: str, name: str, target: str) -> MethodSpec:
     except (ValueError, StyleInputError) as exc:
         raise MethodSpecError(f"--method {text!r}: {exc}") from None
     if method == "adain" and model is None:
-        raise MethodSpecError(f"--method {text!r}: adain needs a trained decoder: add model:RELEASE_FOLDER or model:decoder.pth")
+        raise MethodSpecError(f"--method {text!r}: adain needs a trained decoder: add model:RUN (a run or release folder of --method adain) or model:decoder.pth")
     if method != "adain" and model is not None:
         raise MethodSpecError(f"--method {text!r}: {method} takes no model:")
     return MethodSpec(name, model=model, styles=tuple(styles), style_method=method, options=tuple(options.items()))

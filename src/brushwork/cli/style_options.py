@@ -37,7 +37,7 @@ def check_style_options(*, style: list[str] | None, method: str | None, model: s
             raise StyleInputError(f"--strength must be from 0 to 1, got {strength}") from None
     if method == "adain" and model is None:
         raise StyleInputError(
-            "--method adain needs a trained decoder: --model RELEASE_FOLDER (an AdaIN model trained with brushwork) or "
+            "--method adain needs a trained decoder: --model RUN (a run or release folder of brushwork train --method adain) or "
             "--model decoder.pth (the AdaIN authors', with their vgg_normalised.pth beside it); "
             "--method gatys and --method colour need no model"
         )

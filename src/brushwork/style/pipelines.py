@@ -287,8 +287,8 @@ class AdaINPipeline(StylePipeline):
 
         if model is None:
             raise AdaINModelError(
-                "AdaIN needs a trained decoder: give model= a brushwork AdaIN release folder (from training brushwork's "
-                "adain method) or the authors' decoder.pth (github.com/naoto0804/pytorch-AdaIN, releases) with their "
+                "AdaIN needs a trained decoder: give model= a run or release folder of `brushwork train --method adain` "
+                "or the authors' decoder.pth (github.com/naoto0804/pytorch-AdaIN, releases) with their "
                 "vgg_normalised.pth beside it; gatys and colour need no model"
             )
         net, config = load_adain_model(model, encoder=encoder)
