@@ -89,6 +89,13 @@ def test_colour_gatys_and_adain_write_their_outputs(tmp_path: Path, files: dict[
     _, _, err = stylize(cli, files, tmp_path / "gatys2", *runs["gatys"], "--no-progress")
     assert "method: Gatys" in err and "random VGG-19 (test)" in err and "painting.png (0.70)" in err
 
+    # --max-side: optimised at 21x16 (16 long would make the short side too small for relu5_1), written at 32x24
+    code, _, err = stylize(cli, files, tmp_path / "capped", "--style", str(files["painting"]), "--method", "gatys",
+                           "--iterations", "1", "--max-side", "16", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    with Image.open(tmp_path / "capped" / "photo.png") as im:
+        assert im.size == (32, 24)
+
 
 @pytest.mark.parametrize(
     ("extra", "expected"),
@@ -107,6 +114,8 @@ def test_colour_gatys_and_adain_write_their_outputs(tmp_path: Path, files: dict[
         (["--style", "{painting}"], "--method adain needs a trained decoder"),
         (["--style", "{painting}", "--method", "gatys", "--model", "{painting}"], "takes no --model"),
         (["--style", "{painting}", "--method", "gatys", "--iterations", "0"], "at least 1"),
+        (["--style", "{painting}", "--method", "gatys", "--max-side", "8"], "--max-side must be at least 16 pixels"),
+        (["--style", "{painting}", "--method", "colour", "--max-side", "64"], "--max-side is for --method gatys"),
         (["--style", "{painting}", "--method", "colour", "--preserve-colour"], "--preserve-colour"),
         (["--style", "{painting}", "--method", "cyclegan"], "not a style method"),
         (["--strength", "0.5", "--model", "{painting}"], "--strength needs --style"),
@@ -172,6 +181,8 @@ def test_compare_runs_the_style_methods(tmp_path: Path, inputs: Path, files: dic
         ("gatys=style:{painting},strength:2", "strength must be a number from 0 to 1"),
         ("gatys=style:{painting}:abc", "must be a number"),
         ("gatys=style:{painting},foo:1", "unknown key 'foo'"),
+        ("gatys=style:{painting},max-side:8", "max-side must be at least 16"),
+        ("colour=style:{painting},max-side:64", "colour takes no max-side"),
         ("gatys=style:", "not KEY:VALUE"),
     ],
 )

@@ -98,6 +98,7 @@ def test_level_sizes_go_coarse_to_fine() -> None:
     assert level_sizes(600, 1024, 512) == [(300, 512), (600, 1024)]
     assert level_sizes(40, 400, 128) == [(26, 256), (40, 400)]  # a level whose short side is under 16 is skipped
     assert level_sizes(1500, 2000, 512, max_side=1200) == [(384, 512), (768, 1024), (900, 1200)]
+    assert level_sizes(24, 32, None, max_side=16) == [(16, 21)]  # the cap keeps a short side of 16 (relu5_1)
 
 
 def test_weighted_styles_mix_their_gram_matrices(vgg: VGG19Features) -> None:

@@ -32,7 +32,7 @@ class MethodSpecError(ValueError):
 
 
 #: option keys of a style method spec (``NAME=style:PATH,...``) besides style: and model:
-STYLE_SPEC_KEYS = ("method", "strength", "mode", "iterations", "preserve-colour")
+STYLE_SPEC_KEYS = ("method", "strength", "mode", "iterations", "max-side", "preserve-colour")
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ def parse_method(text: str) -> MethodSpec:
 
 
 def _parse_style_spec(text: str, name: str, target: str) -> MethodSpec:
+    from brushwork.style.gatys import MIN_LEVEL_SIDE
     from brushwork.style.inputs import StyleInputError, check_strength, parse_weighted
     from brushwork.style.pipelines import STYLE_METHODS
 
@@ -116,8 +117,11 @@ def _parse_style_spec(text: str, name: str, target: str) -> MethodSpec:
     try:
         if "strength" in found:
             options["strength"] = check_strength(float(found.pop("strength")))
-        if "iterations" in found:
-            options["iterations"] = int(found.pop("iterations"))
+        for key, least in (("iterations", 1), ("max-side", MIN_LEVEL_SIDE)):
+            if key in found:
+                options[key.replace("-", "_")] = value = int(found.pop(key))
+                if value < least:
+                    raise ValueError(f"{key} must be at least {least}, got {value}")
         if "mode" in found:
             options["colour_mode"] = found.pop("mode")
         if found.pop("preserve-colour", None):

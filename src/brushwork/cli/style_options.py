@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from brushwork.style.gatys import MIN_LEVEL_SIDE
 from brushwork.style.inputs import StyleInputError, check_strength, parse_weighted
 
 if TYPE_CHECKING:
@@ -16,11 +17,13 @@ METHODS = ("adain", "gatys", "colour")
 
 
 def check_style_options(*, style: list[str] | None, method: str | None, model: str | None, strength: float | None,
-                        preserve_colour: bool, iterations: int | None, colour_mode: str | None) -> None:
+                        preserve_colour: bool, iterations: int | None, colour_mode: str | None,
+                        max_side: int | None = None) -> None:
     """One-line errors for options that do not go together (before anything is read or written)."""
     if not style:
         given = [flag for flag, value in (("--method", method), ("--strength", strength), ("--iterations", iterations),
-                                          ("--colour-mode", colour_mode), ("--preserve-colour", preserve_colour or None))
+                                          ("--colour-mode", colour_mode), ("--preserve-colour", preserve_colour or None),
+                                          ("--max-side", max_side))
                  if value is not None]  # fmt: skip
         if given:
             raise StyleInputError(f"{given[0]} needs --style (a style image); without it --model names a trained generator")
@@ -52,6 +55,10 @@ def check_style_options(*, style: list[str] | None, method: str | None, model: s
         raise StyleInputError(f"--iterations is for --method gatys, not {method}")
     if iterations is not None and iterations < 1:
         raise StyleInputError(f"--iterations must be at least 1, got {iterations}")
+    if max_side is not None and method != "gatys":
+        raise StyleInputError(f"--max-side is for --method gatys, not {method}")
+    if max_side is not None and max_side < MIN_LEVEL_SIDE:
+        raise StyleInputError(f"--max-side must be at least {MIN_LEVEL_SIDE} pixels, got {max_side}")
     if colour_mode is not None and method != "colour":
         raise StyleInputError(f"--colour-mode is for --method colour, not {method}")
 
@@ -63,7 +70,7 @@ def parse_styles(style: list[str]) -> list[tuple[str, float]]:
 
 def build_style_pipeline(*, style: list[str], method: str | None, model: str | None, strength: float | None,
                          preserve_colour: bool, iterations: int | None, colour_mode: str | None, device: str,
-                         precision: str, batch_size: int) -> StylePipeline:
+                         precision: str, batch_size: int, max_side: int | None = None) -> StylePipeline:
     """The pipeline for ``--style`` (options already checked by :func:`check_style_options`)."""
     from brushwork.style.pipelines import from_style
 
@@ -74,8 +81,8 @@ def build_style_pipeline(*, style: list[str], method: str | None, model: str | N
         options["colour_mode"] = colour_mode or "reinhard"
     else:
         options.update(preserve_colour=preserve_colour, device=device, precision=precision)
-    if method == "gatys" and iterations is not None:
-        options["iterations"] = iterations
+    if method == "gatys":
+        options.update({k: v for k, v in (("iterations", iterations), ("max_side", max_side)) if v is not None})
     if method == "adain":
         options.update(model=model, batch_size=batch_size)
     return from_style(styles, method, **options)

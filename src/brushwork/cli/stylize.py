@@ -47,6 +47,7 @@ def stylize(
     preserve_colour: Annotated[bool, Opt("--preserve-colour", help="With --style and gatys/adain: transfer luminance only, keep the photo's colours.")] = False,
     iterations: Annotated[int | None, Opt("--iterations", help="Gatys: optimisation iterations at the first (512-pixel) level (default 300; later levels a third).")] = None,
     colour_mode: Annotated[str | None, Opt("--colour-mode", help="Colour transfer: reinhard (default) | histogram | mk.")] = None,
+    max_side: Annotated[int | None, Opt("--max-side", help="Gatys: optimise at most at this long side and upsample the result to the photo's size (memory: about 3 KB per pixel of that size in fp32; default: the full size).")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v")] = False,
 ) -> None:
     """Stylise images and videos with a trained or published generator, or like one style image (--style).
@@ -64,7 +65,7 @@ def stylize(
     from brushwork.inference.video import is_video_file, resolve_codec
 
     check_style_options(style=style, method=method, model=model, strength=strength, preserve_colour=preserve_colour,
-                        iterations=iterations, colour_mode=colour_mode)  # fmt: skip
+                        iterations=iterations, colour_mode=colour_mode, max_side=max_side)  # fmt: skip
 
     if fmt is not None:
         try:
@@ -92,7 +93,7 @@ def stylize(
     try:
         if style:
             stylizer = build_style_pipeline(style=style, method=method, model=model, strength=strength, preserve_colour=preserve_colour,
-                                            iterations=iterations, colour_mode=colour_mode, device=device, precision=precision,
+                                            iterations=iterations, colour_mode=colour_mode, max_side=max_side, device=device, precision=precision,
                                             batch_size=batch_size)  # fmt: skip
         else:
             assert model is not None  # check_style_options

@@ -202,9 +202,9 @@ class GatysObjective:
 
 def level_sizes(height: int, width: int, first_side: int | None, max_side: int | None = None) -> list[tuple[int, int]]:
     """(h, w) of each coarse-to-fine level: the long side ``first_side``, doubled, ..., the full size
-    (or ``max_side``, when the photo is larger)."""
+    (or ``max_side``, when the photo is larger; never so small that the short side is under 16)."""
     if max_side is not None and max(height, width) > max_side:
-        scale = max_side / max(height, width)
+        scale = min(1.0, max(max_side / max(height, width), MIN_LEVEL_SIDE / min(height, width)))
         height, width = max(1, round(height * scale)), max(1, round(width * scale))
     long = max(height, width)
     if first_side is None or long <= first_side:

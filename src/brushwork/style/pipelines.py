@@ -201,12 +201,14 @@ class GatysPipeline(StylePipeline):
 
     @classmethod
     def from_style(cls, styles: Sequence[StyleImage], *, strength: float = 1.0, preserve_colour: bool = False,
-                   settings: GatysSettings | None = None, iterations: int | None = None, weights: str | Path | VGGWeights = "auto",
-                   device: str | torch.device = "auto", precision: str = "auto", channels_last: bool | None = None,
-                   progress: Progress | None = None) -> GatysPipeline:
+                   settings: GatysSettings | None = None, iterations: int | None = None, max_side: int | None = None,
+                   weights: str | Path | VGGWeights = "auto", device: str | torch.device = "auto", precision: str = "auto",
+                   channels_last: bool | None = None, progress: Progress | None = None) -> GatysPipeline:
+        """``iterations`` and ``max_side`` replace those of ``settings`` (:class:`~brushwork.style.gatys.GatysSettings`)."""
         settings = settings or GatysSettings()
-        if iterations is not None:
-            settings = GatysSettings(**{**settings.__dict__, "iterations": iterations})
+        changes = {k: v for k, v in (("iterations", iterations), ("max_side", max_side)) if v is not None}
+        if changes:
+            settings = GatysSettings(**{**settings.__dict__, **changes})
         return cls(styles, settings=settings, strength=strength, preserve_colour=preserve_colour, weights=weights,
                    device=device, precision=precision, channels_last=channels_last, progress=progress)  # fmt: skip
 
