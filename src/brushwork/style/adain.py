@@ -218,7 +218,7 @@ def load_adain_model(source: str | Path, *, encoder: str | Path | None = None) -
             model, config = load_run_generator(path, None)
         elif not (path / CONFIG_NAME).is_file():
             raise AdaINModelError(f"{path} is not a release folder (no {CONFIG_NAME}); an AdaIN model is a release folder, "
-                                  "a training run of --method adain or a decoder.pth")  # fmt: skip
+                                  "a training run of the adain method or a decoder.pth")  # fmt: skip
         else:
             model, config = load_release(path)
         if config.pipeline != PIPELINE_KIND or not isinstance(model, AdaINNet):

@@ -289,7 +289,7 @@ class AdaINPipeline(StylePipeline):
 
         if model is None:
             raise AdaINModelError(
-                "AdaIN needs a trained decoder: give model= a run or release folder of `brushwork train --method adain` "
+                "AdaIN needs a trained decoder: give model= a run or release folder of the adain training method "
                 "or the authors' decoder.pth (github.com/naoto0804/pytorch-AdaIN, releases) with their "
                 "vgg_normalised.pth beside it; gatys and colour need no model"
             )
