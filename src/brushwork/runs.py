@@ -13,7 +13,7 @@ from torch import nn
 
 from brushwork.checkpoints import CheckpointError, find_resume_checkpoint, load_checkpoint
 from brushwork.config import TrainConfig, load_yaml
-from brushwork.release import ReleaseConfig, build_from_architecture
+from brushwork.release import ReleaseConfig
 
 RUN_CONFIG = "config.yaml"
 
@@ -42,9 +42,8 @@ def load_run_generator(run_dir: Path, direction: str | None, checkpoint: Path | 
     path = find_resume_checkpoint(run_dir, checkpoint or "latest")
     state = load_checkpoint(path)
     states = {**(state.get("frozen") or {}), **state.get("networks", {})}
-    model = build_from_architecture(spec.architecture, str(run_dir))
     try:
-        model.load_state_dict(method.release_state(direction, states), strict=True)
+        model = method.release_network(direction, states, str(run_dir))
     except (KeyError, RuntimeError) as exc:
         raise ModelSourceError(f"{path}: no usable weights for network {spec.network!r} ({exc})") from None
     if "method_state" in state:

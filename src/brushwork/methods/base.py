@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from brushwork.nn.modes import authors_test_mode
 from brushwork.registry import Registry
-from brushwork.release import ReleaseConfig, release_config_for
+from brushwork.release import ReleaseConfig, build_from_architecture, release_config_for
 
 if TYPE_CHECKING:
     from brushwork.config import TrainConfig
@@ -125,6 +125,14 @@ class Method(ABC):
         a method whose released network combines several (AdaIN: encoder + decoder) overrides this.
         """
         return dict(states[self.release_specs()[name].network])
+
+    def release_network(self, name: str, states: Mapping[str, Mapping[str, Tensor]], where: str) -> nn.Module:
+        """Release ``name``'s network rebuilt from its spec's architecture and loaded strictly with
+        :meth:`release_state`, in eval mode. Rebuilding it, rather than saving the trained module,
+        proves that a release folder rebuilds the network it holds."""
+        net = build_from_architecture(self.release_specs()[name].architecture, where)
+        net.load_state_dict(self.release_state(name, states), strict=True)
+        return net.eval()
 
     def release_provenance(self) -> dict[str, Any]:
         """What a release records of the method's state besides the run's config (AdaIN: the

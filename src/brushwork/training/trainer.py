@@ -42,7 +42,7 @@ from brushwork.config import TrainConfig
 from brushwork.data.builders import TrainingData
 from brushwork.methods.base import Method
 from brushwork.nn.conv import gemm_weight_grad
-from brushwork.release import build_from_architecture, save_release
+from brushwork.release import save_release
 from brushwork.training.compiling import CompilePlan, compile_errors, compile_network, plan_compile
 from brushwork.training.distributed import SINGLE, Distributed
 from brushwork.training.logger import MetricLogger
@@ -653,18 +653,6 @@ def method_states(method: Method) -> dict[str, dict[str, Tensor]]:
     return {k: v.state_dict() for k, v in nets.items()}
 
 
-def release_network(method: Method, name: str, states: Mapping[str, Mapping[str, Tensor]], where: str) -> nn.Module:
-    """Release ``name``'s network rebuilt from its spec's architecture with the method's weights, in eval mode.
-
-    Rebuilding (rather than saving the trained module) proves that the release folder rebuilds
-    the network it holds.
-    """
-    spec = method.release_specs()[name]
-    net = build_from_architecture(spec.architecture, where)
-    net.load_state_dict(method.release_state(name, states), strict=True)
-    return net.eval()
-
-
 def export_releases(
     method: Method, config: TrainConfig, out_root: Path, *, step: int, run_dir: Path, directions: Collection[str] | None = None,
     extra_files: Mapping[str, str] | None = None,
@@ -678,7 +666,7 @@ def export_releases(
     for direction, spec in method.release_specs().items():
         if directions is not None and direction not in directions:
             continue
-        net = release_network(method, direction, states, f"release {direction}")
+        net = method.release_network(direction, states, f"release {direction}")
         release = spec.release_config(direction, train_size=config.data.crop_size, provenance={
             "method": config.method, "step": step, "run": str(run_dir),
             "data": config.data.root or f"{config.data.dir_a} | {config.data.dir_b}", **method.release_provenance()})
