@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from brushwork.nn.adain import AdaINNet
+from brushwork.style import from_style
 from brushwork.style import weights as vgg_weights
 from brushwork.style.adain import save_adain_release
 from brushwork.style.weights import VGGWeights, load_into
@@ -191,3 +192,52 @@ def test_compare_bad_style_specs(tmp_path: Path, inputs: Path, files: dict[str, 
     code, _, err = compare(cli, inputs, report, spec.format(**{k: str(v) for k, v in files.items()}))
     assert code == 2 and expected in err and err.strip().count("\n") == 0, err
     assert not report.parent.exists() or not any(report.parent.iterdir())
+
+
+def test_every_report_carries_a_colour_baseline(tmp_path: Path, inputs: Path, files: dict[str, Path], cli: CLI) -> None:
+    """Reinhard colour transfer to the first style method's image, or else to the pooled colours
+    of --real; none when the report has a colour method already, or with --no-baseline."""
+    def methods(report: Path) -> dict[str, str]:
+        return {m["name"]: m["source"] for m in json.loads(report.with_suffix(".json").read_text())["methods"]}
+
+    painting = files["painting"]
+    code, _, err = compare(cli, inputs, tmp_path / "a" / "r.html", f"gatys=style:{painting}:0.5,style:{files['other']}:0.5,iterations:1")
+    assert code == 0, err
+    assert methods(tmp_path / "a" / "r.html")["colour baseline"] == f"colour with style {painting}, colour_mode reinhard"
+    with Image.open(tmp_path / "a" / "r_files" / "02_colour_baseline" / "p0.png") as im:
+        expected = from_style(painting, "colour")(Image.open(inputs / "p0.png"))
+        assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(expected))
+
+    code, _, err = compare(cli, inputs, tmp_path / "b" / "r.html", f"mine=style:{painting},method:colour,mode:mk")
+    assert code == 0, err
+    assert set(methods(tmp_path / "b" / "r.html")) == {"mine"}
+
+    real = tmp_path / "real"
+    for i in range(3):
+        save_image(real / f"r{i}.png", smooth_image(30 + 10 * i, 40, 20 + i))
+    code, _, err = cli(["compare", "--inputs", str(inputs), "--metrics", "ssim", "--out", str(tmp_path / "c" / "r.html"),
+                        "--no-progress", "--method", f"copy={inputs}", "--real", str(real)])  # fmt: skip
+    assert code == 0, err
+    mosaic = tmp_path / "c" / "r_files" / "baseline-real-colours.png"
+    assert methods(tmp_path / "c" / "r.html")["colour baseline"] == f"colour with style {mosaic}, colour_mode reinhard"
+    with Image.open(mosaic) as im:  # each real image once, resized to one tile
+        assert im.size == (3 * 96, 96)
+
+    code, _, err = cli(["compare", "--inputs", str(inputs), "--metrics", "ssim", "--out", str(tmp_path / "d" / "r.html"),
+                        "--no-progress", "--method", f"copy={inputs}", "--real", str(real), "--no-baseline"])  # fmt: skip
+    assert code == 0, err
+    assert set(methods(tmp_path / "d" / "r.html")) == {"copy"}
+
+
+def test_domain_mosaic_takes_evenly_spaced_readable_images(tmp_path: Path) -> None:
+    from brushwork.style.inputs import StyleInputError, domain_mosaic
+
+    paths = [save_image(tmp_path / f"{i:02d}.png", np.full((20, 30, 3), i * 10, np.uint8)) for i in range(10)]
+    (tmp_path / "bad.png").write_text("not an image\n")
+    strip = np.asarray(domain_mosaic([*paths[:3], tmp_path / "bad.png", *paths[3:]], tile=8, limit=100))
+    assert strip.shape == (8, 10 * 8, 3)
+    assert [int(strip[0, 8 * i, 0]) for i in range(10)] == [i * 10 for i in range(10)]  # each image's own colour, in order
+    strip = np.asarray(domain_mosaic(paths, tile=8, limit=5))
+    assert [int(strip[0, 8 * i, 0]) for i in range(5)] == [0, 20, 40, 60, 80]  # every second one
+    with pytest.raises(StyleInputError, match="could be read"):
+        domain_mosaic([tmp_path / "bad.png"])

@@ -127,9 +127,9 @@ def test_compare_writes_report_grid_and_json(
     assert code == 0, stderr
     assert "img005" in stdout + stderr
     page = report.read_text()
-    # every thumbnail is embedded and decodes: 6 inputs + 5 + 6 + 6 outputs
+    # every thumbnail is embedded and decodes: 6 inputs + 5 + 6 + 6 outputs + 6 of the colour baseline
     thumbs = re.findall(r"src='data:image/jpeg;base64,([^']+)'", page)
-    assert len(thumbs) == 6 + 5 + 6 + 6
+    assert len(thumbs) == 6 + 5 + 6 + 6 + 6
     for data in thumbs:
         Image.open(io.BytesIO(base64.b64decode(data))).verify()
     # every thumbnail links to a full-size copy beside the report
@@ -149,8 +149,12 @@ def test_compare_writes_report_grid_and_json(
     assert "alexnet" in by_name["tiny gan"]["metrics"]["lpips"]["unavailable"]
     assert isinstance(by_name["tiny gan"]["metrics"]["kid"]["value"], float)
     assert len(list((report.parent / "report_files" / "02_tiny_gan").glob("*.png"))) == 6
+    # no style method: the baseline matches the inputs to the pooled colours of --real
+    mosaic = report.parent / "report_files" / "baseline-real-colours.png"
+    assert by_name["colour baseline"]["source"] == f"colour with style {mosaic}, colour_mode reinhard"
+    assert len(list((report.parent / "report_files" / "04_colour_baseline").glob("*.png"))) == 6
     grid = Image.open(report.with_suffix(".png"))
-    assert grid.size == (4 * 256 + 5 * 4, 32 + 4 * 256 + 5 * 4)  # input + 3 methods, 4 rows, labels
+    assert grid.size == (5 * 256 + 6 * 4, 32 + 4 * 256 + 5 * 4)  # input + 4 methods, 4 rows, labels
 
 
 def test_compare_bad_methods(

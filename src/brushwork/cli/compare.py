@@ -150,6 +150,38 @@ def check_style_spec(spec: MethodSpec) -> None:
         raise MethodSpecError(f"--method {spec.name}: {exc}") from None
 
 
+BASELINE_NAME = "colour baseline"
+#: the style image the baseline uses when it stands for the whole --real set
+BASELINE_MOSAIC = "baseline-real-colours.png"
+
+
+def baseline_spec(specs: Sequence[MethodSpec], real_files: Sequence[Path] | None, assets: Path) -> MethodSpec | None:
+    """The colour-transfer baseline (Reinhard) every report carries, or None when it has nothing to match to.
+
+    Its target: the first style image of the first style method, else the pooled colours of the
+    real set (:func:`~brushwork.style.inputs.domain_mosaic`, written into the report's files).
+    None also when the comparison has a colour-transfer method of its own, or a method of that name.
+    """
+    if any(s.style_method == "colour" or s.name == BASELINE_NAME for s in specs):
+        return None
+    styled = next((s for s in specs if s.styles), None)
+    if styled is not None:
+        style = styled.styles[0][0]
+    elif real_files:
+        from brushwork.style.inputs import domain_mosaic
+        from brushwork.utils.files import atomic_path
+
+        path = assets / BASELINE_MOSAIC
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            domain_mosaic(real_files).save(tmp, format="PNG")
+        style = str(path)
+    else:
+        log.debug("no colour-transfer baseline: it needs a style method (NAME=style:PAINTING) or --real to match colours to")
+        return None
+    return MethodSpec(BASELINE_NAME, styles=((style, 1.0),), style_method="colour", options=(("colour_mode", "reinhard"),))
+
+
 def _pipeline(spec: MethodSpec, device: str) -> object:
     from brushwork.inference import Stylizer
     from brushwork.inference.sources import DirectionRequiredError
@@ -229,6 +261,7 @@ def compare(
     strip_suffix: Annotated[list[str] | None, Opt("--strip-suffix", help="Remove this suffix from output names before matching (e.g. _fake for the CycleGAN reference code's results).")] = None,
     strict: Annotated[bool, Opt("--strict", help="Fail when a method lacks an output for some input.")] = False,
     thumb_size: Annotated[int, Opt("--thumb-size", min=16, help="Thumbnail size in the report (pixels).")] = 192,
+    baseline: Annotated[bool, Opt("--baseline/--no-baseline", help="Add a colour-transfer baseline (Reinhard): to the first style method's style image, else to the pooled colours of --real (on).")] = True,
     progress: Annotated[bool, Opt("--progress/--no-progress", help="Show progress bars.")] = True,
     verbose: Annotated[bool, Opt("--verbose", "-v")] = False,
 ) -> None:
@@ -277,6 +310,14 @@ def compare(
                                   exclude=[assets]), spec.folder, suffixes, strict)
         for spec in specs if spec.folder is not None
     }  # fmt: skip
+    if baseline:  # after every check of the user's input: a refused comparison writes nothing
+        try:
+            base = baseline_spec(specs, real_files, assets)
+            if base is not None:
+                check_style_spec(base)
+                specs.append(base)
+        except (MethodSpecError, ValueError) as exc:  # e.g. a --real set of grayscale images
+            log.warning("no colour-transfer baseline: %s", exc)
     evaluator = Evaluator(
         **({"wanted": chosen, "required": chosen} if chosen else {}),
         inception_weights=inception_weights,

@@ -126,3 +126,34 @@ def load_styles(style: StyleArg) -> list[StyleImage]:
     if sum(s.weight for s in styles) <= 0:
         raise StyleInputError("the style weights are all 0; give at least one style a weight > 0")
     return styles
+
+
+#: a domain mosaic's tiles: enough pixels per image for its colour statistics, few enough for 100 of them
+MOSAIC_TILE = 96
+MOSAIC_LIMIT = 100
+
+
+def domain_mosaic(files: Sequence[Path], *, tile: int = MOSAIC_TILE, limit: int = MOSAIC_LIMIT) -> Image.Image:
+    """One style image standing for a set of images: up to ``limit`` of them (evenly spaced over
+    the sorted list) resized to ``tile`` x ``tile`` and laid side by side in one row.
+
+    Colour transfer to it matches a photo to the statistics of the whole set (Reinhard: the pooled
+    lαβ means and deviations; mk: the pooled covariance; histogram: the pooled histograms), up to
+    the smoothing of the resize. Unreadable files are skipped; none readable is a StyleInputError.
+    """
+    if not files:
+        raise StyleInputError("a domain mosaic needs at least one image")
+    step = max(1, math.ceil(len(files) / limit))
+    tiles = []
+    for path in list(files)[::step][:limit]:
+        try:
+            loaded = read_image(path)
+        except ImageReadError:
+            continue
+        tiles.append(loaded.rgb.resize((tile, tile), Image.Resampling.BICUBIC))
+    if not tiles:
+        raise StyleInputError(f"none of the {len(files)} images (e.g. {files[0]}) could be read for a domain mosaic")
+    strip = Image.new("RGB", (len(tiles) * tile, tile))  # one row: every image's pixels count exactly once
+    for i, img in enumerate(tiles):
+        strip.paste(img, (i * tile, 0))
+    return strip
