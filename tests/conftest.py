@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +76,12 @@ def tiny_overrides(data: Path, out: Path, **run: object) -> dict[str, object]:
         "run": {"out": str(out), "progress": False, "tensorboard": False, "log_every": 1,
                 "sample_every": 1000, "checkpoint_every": 1000, **run},
     }  # fmt: skip
+
+
+def torchrun_brushwork(args: list[str], *, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """``brushwork ARGS`` in 2 processes under torchrun (gloo, one thread each, the plain speed setting)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "BRUSHWORK_SPEED_PROBE": "0"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "brushwork", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

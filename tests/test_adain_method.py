@@ -189,21 +189,13 @@ def test_two_processes_under_torchrun_train_the_decoder_and_keep_the_encoder(tmp
     """Under DDP the decoder is wrapped and its gradients averaged (the trainer checks after the
     first step and at each checkpoint that every rank holds the same networks); the frozen encoder
     is not wrapped, and the checkpoint holds the encoder the run was built with."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
+    from tests.conftest import torchrun_brushwork
 
     data = write_tiny_data(tmp_path / "data")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "BRUSHWORK_SPEED_PROBE": "0"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT"):
-        env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "brushwork", "train",
-           "--method", "adain", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--crop-size", "32",
-           "--load-size", "36", "--batch-size", "1", "--encoder-weights", "random", "--workers", "0", "--no-progress",
-           "--no-tensorboard", "--checkpoint-every", "2"]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun_brushwork(["train",
+                              "--method", "adain", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--crop-size", "32",
+                              "--load-size", "36", "--batch-size", "1", "--encoder-weights", "random", "--workers", "0", "--no-progress",
+                              "--no-tensorboard", "--checkpoint-every", "2"])  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "done: 2 steps" in proc.stdout
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002.pt")

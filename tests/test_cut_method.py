@@ -328,21 +328,13 @@ def test_a_zero_feature_vector_gives_finite_gradients() -> None:
 def test_two_processes_under_torchrun_keep_every_network_equal(tmp_path: Path) -> None:
     """Under DDP the head is called through its wrapper, so its gradients are averaged: the trainer's
     check after the first step (every parameter equal on both ranks) passes."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
+    from tests.conftest import torchrun_brushwork
 
     data = write_tiny_data(tmp_path / "data")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "BRUSHWORK_SPEED_PROBE": "0"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT"):
-        env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "brushwork", "train",
-           "--method", "cut", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--crop-size", "32",
-           "--load-size", "36", "--generator", "resnet_1blocks", "--ngf", "4", "--ndf", "4", "--netf-nc", "8",
-           "--nce-layers", "0,4,8", "--num-patches", "8", "--workers", "0", "--no-progress", "--no-tensorboard",
-           "--no-export-at-end"]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun_brushwork(["train",
+                              "--method", "cut", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--crop-size", "32",
+                              "--load-size", "36", "--generator", "resnet_1blocks", "--ngf", "4", "--ndf", "4", "--netf-nc", "8",
+                              "--nce-layers", "0,4,8", "--num-patches", "8", "--workers", "0", "--no-progress", "--no-tensorboard",
+                              "--no-export-at-end"])  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "done: 2 steps" in proc.stdout
