@@ -557,16 +557,22 @@ def download_published(name: str, *, root: Path | None = None, force: bool = Fal
     return target
 
 
-def _copy_response(response: IO[bytes], tmp: Path, digest: Any, *, url: str, total: int | None, progress: Progress | None) -> None:
-    """Copy the whole response into ``tmp``; it must have the announced length."""
+def _copy_hashed(source: IO[bytes], tmp: Path, digest: Any, *, total: int | None = None, progress: Progress | None = None) -> int:
+    """Copy ``source`` into the file ``tmp`` in 1 MiB chunks, hashing them into ``digest``; the bytes copied."""
     done = 0
     with open(tmp, "wb") as fh:
-        while chunk := response.read(1 << 20):
+        while chunk := source.read(1 << 20):
             fh.write(chunk)
             digest.update(chunk)
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
+    return done
+
+
+def _copy_response(response: IO[bytes], tmp: Path, digest: Any, *, url: str, total: int | None, progress: Progress | None) -> None:
+    """Copy the whole response into ``tmp``; it must have the announced length."""
+    done = _copy_hashed(response, tmp, digest, total=total, progress=progress)
     if total is None:
         log.warning("%s sent no Content-Length: the download's completeness cannot be checked", url)
     elif done != total:
@@ -606,12 +612,7 @@ def _extract_from_tar(response: IO[bytes], member: str, tmp: Path, digest: Any, 
                     continue
                 source = archive.extractfile(info)
                 assert source is not None  # a regular file
-                written = 0
-                with open(tmp, "wb") as fh:
-                    while chunk := source.read(1 << 20):
-                        fh.write(chunk)
-                        digest.update(chunk)
-                        written += len(chunk)
+                written = _copy_hashed(source, tmp, digest)  # progress: counted by the reader
                 if written != info.size:
                     raise DownloadError(f"{url}: {member} stopped after {written} of {info.size} bytes; nothing was saved, try again")
                 return
