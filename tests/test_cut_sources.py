@@ -30,6 +30,7 @@ from brushwork.nn import ResnetGenerator, init_weights
 from brushwork.release import load_release
 from brushwork.utils.files import file_sha256
 from tests._inference_helpers import cli_fixture, serve_folder
+from tests.conftest import one_thread
 
 CLI = Callable[[list[str]], tuple[int, str, str]]
 _ = cli_fixture
@@ -37,10 +38,8 @@ _ = cli_fixture
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from brushwork.training.distributed import FAULT_ENV, init_distributed, rank_see
 from brushwork.training.logger import read_log
 from brushwork.training.run import run_training
 
-from .conftest import REPO, write_tiny_data
+from .conftest import REPO, one_thread, write_tiny_data
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with the gloo backend is not available"
@@ -90,10 +90,8 @@ def _normalised_away(net: nn.Module) -> set[str]:
 def _one_thread() -> Iterator[None]:
     """In-process runs use one thread, as each torchrun process does. On a busy 2-core machine two
     threads of such tiny operations wait on each other: 5 steps took 20 s instead of 1 s here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from metrics_helpers import cheap_forward, write_images, write_random_inception_weights
+from tests.conftest import one_thread
 
 
 @pytest.fixture(scope="session")
@@ -32,10 +32,8 @@ def _one_torch_thread() -> Iterator[None]:
     (5.6 s instead of 0.22 s per image, measured); one thread is never far from the best.
     Per test, not per session: a session-wide setting leaked into every test that ran after
     the first metrics test, so their arithmetic depended on the order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(autouse=True)
