@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -25,18 +24,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from _machine import cpu_name  # benchmarks/_machine.py (scripts run from this folder)
 from brushwork.nn.conv import conv_weight_grad_gemm
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _machine import cpu_name  # benchmarks/_machine.py (scripts run from this folder)
+
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "monet2photo-small" / "testB"
 BOUNDARY = "brushwork-load-boundary"
 MB = 1_000_000
@@ -261,16 +263,6 @@ def percentile(values: list[float], q: float) -> float:
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -19,19 +19,16 @@ import hashlib
 import http.client
 import logging
 import os
-import pickle
 import re
 import ssl
 import tarfile
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import torch
 from torch import Tensor, nn
 
 from brushwork.inference.cut_checkpoints import CutCheckpointError, infer_cut_architecture
@@ -47,6 +44,7 @@ from brushwork.release import (
 )
 from brushwork.utils.cache import cache_dir
 from brushwork.utils.files import atomic_path, atomic_write_text, file_sha256
+from brushwork.utils.torchfile import UnreadableTorchFile, load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -335,10 +333,9 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
     if path.stat().st_size == 0:
         raise ModelSourceError(f"model file {path} is empty (0 bytes)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSourceError(f"model file {path} is not a readable PyTorch state dict ({first_line})") from None
+        obj = load_weights_only(path)
+    except UnreadableTorchFile as exc:
+        raise ModelSourceError(f"model file {path} is not a readable PyTorch state dict ({exc})") from None
     if isinstance(obj, dict) and "networks" in obj and "format_version" in obj:
         raise ModelSourceError(
             f"{path} is a brushwork training checkpoint; load its run folder with a direction (AtoB or BtoA) instead, "

@@ -30,8 +30,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +43,7 @@ from brushwork.nn.vgg import (
     TORCHVISION_INDEX,
     VGG19Features,
 )
+from brushwork.utils.torchfile import UnreadableTorchFile, load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +211,9 @@ def read_weights_file(path: Path) -> VGGWeights:
     if not path.is_file():
         raise VGGWeightsError(f"VGG-19 weights file {path} does not exist; {how_to_get()}")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VGGWeightsError(f"{path}: not a readable PyTorch weights file ({first})") from None
+        raw = load_weights_only(path)
+    except UnreadableTorchFile as exc:
+        raise VGGWeightsError(f"{path}: not a readable PyTorch weights file ({exc})") from None
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise VGGWeightsError(f"{path}: not a state dict of tensors")
     where = str(path)
